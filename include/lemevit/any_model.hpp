@@ -1,0 +1,95 @@
+#pragma once
+// Runtime choice among compiled-in model types, for programs (like the
+// `lemevit` tool) that learn the architecture from a weights file:
+//
+//   using Known = lemevit::Registry<Model<variants::Tiny, Input<224,224>, Classes<Dynamic>>, ...>;
+//   std::unique_ptr<lemevit::AnyModel> m = Known::load("w.safetensors");
+//
+// Each registered type is still fully static; only the choice is dynamic.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "lemevit/error.hpp"
+#include "lemevit/metadata.hpp"
+#include "lemevit/model.hpp"
+
+namespace lemevit {
+
+class AnyModel {
+ public:
+  virtual ~AnyModel() = default;
+  virtual const ModelInfo& info() const = 0;
+  virtual std::string description() const = 0;
+  virtual int num_classes() const = 0;
+  virtual int height() const = 0;
+  virtual int width() const = 0;
+  virtual int channels() const = 0;
+  virtual std::size_t activation_bytes_per_image() const = 0;
+  // Grows the owned workspace when needed (the only allocation), then runs.
+  virtual void forward(const float* input, int batch, float* logits) = 0;
+};
+
+template <class Net>
+class ModelAdapter final : public AnyModel {
+ public:
+  ModelAdapter(const std::string& path, LoadOptions options) : net_(Net::load(path, options)) {}
+  const ModelInfo& info() const override { return net_.info(); }
+  std::string description() const override {
+    return describe(Net::arch) + ", input " + std::to_string(Net::channels) + "x" +
+           std::to_string(Net::height) + "x" + std::to_string(Net::width);
+  }
+  int num_classes() const override { return net_.num_classes(); }
+  int height() const override { return Net::height; }
+  int width() const override { return Net::width; }
+  int channels() const override { return Net::channels; }
+  std::size_t activation_bytes_per_image() const override { return Net::activation_bytes_per_image; }
+  void forward(const float* input, int batch, float* logits) override {
+    if (!ws_ || ws_->capacity() < batch) ws_.emplace(net_.make_workspace(batch));
+    net_.forward(input, batch, logits, *ws_);
+  }
+  const Net& model() const { return net_; }
+
+ private:
+  Net net_;
+  std::optional<Workspace> ws_;
+};
+
+template <class... Nets>
+struct Registry {
+  // What this program can run, one line per type (for error messages).
+  static std::string list() {
+    std::string s;
+    ((s += "  " + describe(Nets::arch) + ", input " + std::to_string(Nets::channels) + "x" +
+           std::to_string(Nets::height) + "x" + std::to_string(Nets::width) + "\n"),
+     ...);
+    return s;
+  }
+
+  static std::unique_ptr<AnyModel> load(const std::string& path, LoadOptions options = {}) {
+    ModelInfo info;
+    {
+      io::SafetensorsFile f(path);
+      info = read_model_info(f);
+    }
+    if (!info.has_arch)
+      throw Error(path + ": no lemevit.* architecture metadata; convert the checkpoint with "
+                         "tools/convert.py first");
+    std::unique_ptr<AnyModel> out;
+    ((!out && arch_differences(info, Nets::arch).empty() && info.in_chans == Nets::channels &&
+              (Nets::classes == Dynamic || Nets::classes == info.num_classes)
+          ? (out = std::make_unique<ModelAdapter<Nets>>(path, options), 0)
+          : 0),
+     ...);
+    if (!out)
+      throw Error(path + ": holds a " + info.variant + " model (depths " +
+                  detail::join(info.depths) + ", dims " + detail::join(info.dims) + ", kinds " +
+                  detail::join(info.kinds) + ", mlp_ratio " + std::to_string(info.mlp_ratio) +
+                  ", head_dim " + std::to_string(info.head_dim) + ", meta_tokens " +
+                  std::to_string(info.meta_tokens) + ", in_chans " + std::to_string(info.in_chans) +
+                  ") that this program does not compile in. Compiled in:\n" + list());
+    return out;
+  }
+};
+
+}  // namespace lemevit

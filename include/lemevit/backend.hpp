@@ -1,0 +1,68 @@
+#pragma once
+// Backend policies. A backend is a tag type; its kernels are the
+// specialisation `Kernels<Tag>`, which lives in backends/<name>/. Layers are
+// written once against the interface below and never see which backend runs.
+//
+// Kernel interface every specialisation provides (all sizes in floats,
+// row-major, tokens as rows and channels as columns):
+//
+//   struct LinearWeights;   // weights prepared for this backend
+//   static void prepare_linear(const float* w /*out x in*/, const float* b /*out or null*/,
+//                              int out, int in, LinearWeights& dst);
+//   static void linear(const float* x, int rows, int ldx, const LinearWeights& w,
+//                      float* y, int ldy, Epilogue e);
+//        y[r, o] (=, +=, gelu) sum_i x[r, i] * w[o, i] + b[o]
+//   static void layer_norm(const float* x, int rows, int dim, const float* gamma,
+//                          const float* beta, float eps, float* y);
+//   static void gelu(float* x, std::size_t n);
+//   static void depthwise_conv3x3_residual(const float* x, int h, int w, int channels,
+//                          const float* weight /*9 x channels*/, const float* bias, float* y);
+//        y = x + dwconv3x3(x), NHWC, padding 1
+//   static void attention(const AttentionArgs& a);
+//        out = softmax(scale * q k^T) v per head, fp32 softmax
+#include <cstddef>
+
+namespace lemevit {
+
+// What `linear` does with its result.
+enum class Epilogue {
+  Store,       // y  = xW^T + b
+  Gelu,        // y  = gelu(xW^T + b)   (exact erf GELU)
+  Accumulate,  // y += xW^T + b         (fused residual)
+};
+
+// One attention call: `queries` rows attend to `keys` rows, each head
+// independently. Strides let q/k/v point into fused projections.
+struct AttentionArgs {
+  const float* q;
+  const float* k;
+  const float* v;
+  int ldq, ldk, ldv;  // row strides
+  int queries, keys;
+  int heads, head_dim;
+  float scale;
+  float* out;
+  int ldo;
+};
+
+// Scale of the dual cross-attention kinds D and D2 (SPEC.md "Attention scale").
+enum class DcaScale {
+  Official,  // scale_x = ln(M)/ln(N)/sqrt(C), scale_c = 1/sqrt(C)
+  HeadDim,   // 1/sqrt(head_dim) for both branches (the seed article's torch>=2 path)
+};
+
+namespace backend {
+// Scalar, obviously-correct kernels: the oracle every other backend is tested against.
+struct Reference {};
+// backend::Simd<Arch> (xsimd kernels per instruction set) is declared in
+// backends/simd/lemevit/backend/simd.hpp.
+}  // namespace backend
+
+template <class Backend>
+struct Kernels {
+  static_assert(sizeof(Backend) == 0,
+                "no kernels for this backend: include its header "
+                "(lemevit/backend/reference.hpp, lemevit/backend/simd.hpp)");
+};
+
+}  // namespace lemevit

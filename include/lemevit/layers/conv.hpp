@@ -1,0 +1,93 @@
+#pragma once
+// Convolutions of LeMeViT on NHWC token maps:
+//  - ConditionalPositionEncoding: `pos_embed`, x + depthwise 3x3 conv (with bias);
+//  - ConvBn3x3s2: a 3x3 stride-2 conv followed by eval-mode BatchNorm, folded
+//    into one GEMM over im2col patches (stem and downsample layers).
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "lemevit/arch.hpp"
+#include "lemevit/backend.hpp"
+#include "lemevit/layers/linear.hpp"
+#include "lemevit/layers/ops.hpp"
+#include "lemevit/weights.hpp"
+
+namespace lemevit::layers {
+
+template <class B, int H, int W, int Dim>
+class ConditionalPositionEncoding {
+ public:
+  static constexpr int tokens = H * W;
+
+  void load(WeightLoader& w, const std::string& prefix) {
+    auto weight = w.floats(prefix + ".weight", {Dim, 1, 3, 3});
+    auto bias = w.floats(prefix + ".bias", {Dim});
+    // (C, 1, 3, 3) -> (3*3, C): taps outer, channels contiguous for NHWC.
+    weight_.resize(9 * Dim);
+    for (int c = 0; c < Dim; ++c)
+      for (int t = 0; t < 9; ++t) weight_[t * Dim + c] = weight[c * 9 + t];
+    bias_.assign(bias.begin(), bias.end());
+  }
+
+  // y = x + dwconv(x) for each of `batch` maps.
+  void operator()(const float* x, int batch, float* y) const {
+    for (int b = 0; b < batch; ++b)
+      Kernels<B>::depthwise_conv3x3_residual(x + std::size_t(b) * tokens * Dim, H, W, Dim,
+                                             weight_.data(), bias_.data(),
+                                             y + std::size_t(b) * tokens * Dim);
+  }
+
+ private:
+  std::vector<float> weight_, bias_;
+};
+
+// Folds eval-mode BatchNorm (running statistics) into the preceding conv.
+inline void fold_batch_norm(WeightLoader& w, const std::string& bn, int channels, float* weight,
+                            int per_channel, float* bias) {
+  auto g = w.floats(bn + ".weight", {channels});
+  auto beta = w.floats(bn + ".bias", {channels});
+  auto mean = w.floats(bn + ".running_mean", {channels});
+  auto var = w.floats(bn + ".running_var", {channels});
+  for (int c = 0; c < channels; ++c) {
+    const float s = g[c] / std::sqrt(var[c] + 1e-5f);
+    for (int i = 0; i < per_channel; ++i) weight[c * per_channel + i] *= s;
+    bias[c] = (bias[c] - mean[c]) * s + beta[c];
+  }
+}
+
+template <class B, int H, int W, int Cin, int Cout>
+class ConvBn3x3s2 {
+ public:
+  static constexpr int out_h = conv_s2(H), out_w = conv_s2(W);
+  static constexpr int in_tokens = H * W, out_tokens = out_h * out_w;
+  static constexpr std::size_t im2col_floats = std::size_t(out_tokens) * 9 * Cin;
+
+  void load(WeightLoader& w, const std::string& conv, const std::string& bn) {
+    auto weight = w.floats(conv + ".weight", {Cout, Cin, 3, 3});
+    auto bias = w.floats(conv + ".bias", {Cout});
+    // (Cout, Cin, ky, kx) -> (Cout, ky, kx, Cin), the im2col patch order.
+    std::vector<float> wt(static_cast<std::size_t>(Cout) * 9 * Cin);
+    std::vector<float> bs(bias.begin(), bias.end());
+    for (int o = 0; o < Cout; ++o)
+      for (int i = 0; i < Cin; ++i)
+        for (int t = 0; t < 9; ++t) wt[(std::size_t(o) * 9 + t) * Cin + i] = weight[(std::size_t(o) * Cin + i) * 9 + t];
+    fold_batch_norm(w, bn, Cout, wt.data(), 9 * Cin, bs.data());
+    gemm_.set(wt.data(), bs.data());
+  }
+
+  // x: batch NHWC maps (H x W x Cin) -> y: batch maps (out_h x out_w x Cout).
+  // `cols` holds batch * im2col_floats.
+  void operator()(const float* x, int batch, float* y, float* cols,
+                  Epilogue e = Epilogue::Store) const {
+    for (int b = 0; b < batch; ++b)
+      ops::im2col_3x3_s2(x + std::size_t(b) * in_tokens * Cin, H, W, Cin,
+                         cols + std::size_t(b) * im2col_floats);
+    gemm_(cols, batch * out_tokens, y, e);
+  }
+
+ private:
+  Linear<B, 9 * Cin, Cout> gemm_;
+};
+
+}  // namespace lemevit::layers

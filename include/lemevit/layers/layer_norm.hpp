@@ -1,0 +1,34 @@
+#pragma once
+// nn.LayerNorm over the channel dimension. The eps is part of the type
+// because the model mixes 1e-6 (block norms) and 1e-5 (everything else).
+#include <string>
+#include <vector>
+
+#include "lemevit/backend.hpp"
+#include "lemevit/weights.hpp"
+
+namespace lemevit::layers {
+
+template <class B, int Dim, float Eps>
+class LayerNorm {
+ public:
+  void load(WeightLoader& w, const std::string& prefix) {
+    auto g = w.floats(prefix + ".weight", {Dim});
+    auto b = w.floats(prefix + ".bias", {Dim});
+    gamma_.assign(g.begin(), g.end());
+    beta_.assign(b.begin(), b.end());
+  }
+  void operator()(const float* x, int rows, float* y) const {
+    Kernels<B>::layer_norm(x, rows, Dim, gamma_.data(), beta_.data(), Eps, y);
+  }
+
+ private:
+  std::vector<float> gamma_, beta_;
+};
+
+template <class B, int Dim>
+using BlockNorm = LayerNorm<B, Dim, 1e-6f>;  // norm1 / norm2 inside blocks
+template <class B, int Dim>
+using TorchNorm = LayerNorm<B, Dim, 1e-5f>;  // PyTorch's default eps
+
+}  // namespace lemevit::layers

@@ -1,0 +1,259 @@
+#pragma once
+// lemevit::Model — a whole LeMeViT variant as one type:
+//
+//   using Net = lemevit::Model<lemevit::variants::Tiny, lemevit::Input<224, 224, 3>,
+//                              lemevit::Classes<4>, lemevit::backend::Simd<>>;
+//   auto net = Net::load("tiny.safetensors");
+//   auto ws = net.make_workspace(8);           // all activation memory, once
+//   net.forward(images, 8, logits, ws);        // allocates nothing
+//
+// Every shape is a constant expression; a loaded model is immutable, so any
+// number of threads may run it at once, each with its own Workspace.
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "lemevit/arch.hpp"
+#include "lemevit/backend.hpp"
+#include "lemevit/default_backend.hpp"
+#include "lemevit/error.hpp"
+#include "lemevit/layers/stage.hpp"
+#include "lemevit/metadata.hpp"
+#include "lemevit/workspace.hpp"
+
+namespace lemevit {
+
+namespace detail {
+// Readable compile errors for invalid configurations.
+constexpr bool depths_positive(const ArchSpec& a) {
+  for (int i = 0; i < a.num_stages; ++i)
+    if (a.depths[i] < 1) return false;
+  return true;
+}
+constexpr bool dims_multiple_of_head_dim(const ArchSpec& a) {
+  for (int i = 0; i < a.num_stages; ++i)
+    if (a.dims[i] < a.head_dim || a.dims[i] % a.head_dim != 0) return false;
+  return true;
+}
+constexpr bool width_kept_after_cross_attention(const ArchSpec& a) {
+  for (int i = 1; i < a.num_stages; ++i)
+    if (a.kinds[i - 1] == Kind::C && a.dims[i] != a.dims[i - 1]) return false;
+  return true;
+}
+constexpr std::size_t round_up(std::size_t n) { return (n + 15) / 16 * 16; }  // 64-byte regions
+}  // namespace detail
+
+struct LoadOptions {
+  // Overrides the dual-cross-attention scale recorded in the file's metadata.
+  std::optional<DcaScale> dca_scale;
+};
+
+template <ArchSpec A, class In = Input<224, 224, 3>, class Cls = Classes<1000>,
+          class B = backend::Default>
+class Model {
+  static_assert(A.num_stages >= 1 && A.num_stages <= kMaxStages,
+                "a LeMeViT has between 1 and 8 stages");
+  static_assert(A.head_dim >= 1, "head_dim must be positive");
+  static_assert(A.meta_tokens >= 1, "there must be at least one meta token");
+  static_assert(A.mlp_ratio >= 1, "mlp_ratio must be at least 1");
+  static_assert(detail::depths_positive(A), "every stage needs at least one block (depth >= 1)");
+  static_assert(detail::dims_multiple_of_head_dim(A),
+                "every stage width (dims) must be a positive multiple of head_dim");
+  static_assert(A.dims[0] % 2 == 0, "the stem's first conv has dims[0]/2 channels: dims[0] must be even");
+  static_assert(detail::width_kept_after_cross_attention(A),
+                "the downsample after a cross-attention (C) stage is an identity, so the next "
+                "stage must have the same width");
+
+ public:
+  static constexpr ArchSpec arch = A;
+  static constexpr int height = In::height, width = In::width, channels = In::channels;
+  static constexpr int classes = Cls::value;  // Dynamic: chosen by the weights file
+  static constexpr int meta_tokens = A.meta_tokens;
+  static constexpr int last_dim = A.last_dim();
+  using Backend = B;
+
+ private:
+  static constexpr int stem_h = conv_s2(height), stem_w = conv_s2(width);
+  static constexpr int h0 = conv_s2(stem_h), w0 = conv_s2(stem_w);
+  using Stem1 = layers::ConvBn3x3s2<B, height, width, channels, A.dims[0] / 2>;
+  using Stem2 = layers::ConvBn3x3s2<B, stem_h, stem_w, A.dims[0] / 2, A.dims[0]>;
+
+  template <int I>
+  using StageAt = layers::Stage<B, A, I, layers::stage_extent(A, height, I == 0 ? 0 : I - 1),
+                                layers::stage_extent(A, width, I == 0 ? 0 : I - 1)>;
+  template <std::size_t... I>
+  static auto stages_of(std::index_sequence<I...>) -> std::tuple<StageAt<int(I)>...>;
+  using Stages = decltype(stages_of(std::make_index_sequence<A.num_stages>{}));
+  using Last = std::tuple_element_t<A.num_stages - 1, Stages>;
+
+  template <class F>
+  static constexpr std::size_t max_over_stages(F f) {
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return std::max({f(std::type_identity<std::tuple_element_t<I, Stages>>{})...});
+    }(std::make_index_sequence<A.num_stages>{});
+  }
+
+  static constexpr int max_dim() {
+    int m = 0;
+    for (int i = 0; i < A.num_stages; ++i) m = std::max(m, A.dims[i]);
+    return m;
+  }
+
+ public:
+  // Geometry of each stage's token map.
+  static constexpr int stage_height(int i) { return layers::stage_extent(A, height, i); }
+  static constexpr int stage_width(int i) { return layers::stage_extent(A, width, i); }
+
+  // Activation memory per image, planned from the static shapes: the x/c
+  // buffers live for the whole pass, the scratch regions are reused by every
+  // layer (their contents die at each layer's end).
+  struct Plan {
+    static constexpr std::size_t tokens = detail::round_up(std::max(
+        {std::size_t(height) * width * channels, std::size_t(stem_h) * stem_w * (A.dims[0] / 2),
+         std::size_t(2) * last_dim,
+         max_over_stages([](auto s) { return decltype(s)::type::tokens_floats; })}));
+    static constexpr std::size_t x_scratch = detail::round_up(
+        std::max({Stem1::im2col_floats, Stem2::im2col_floats,
+                  max_over_stages([](auto s) { return decltype(s)::type::x_scratch; })}));
+    static constexpr std::size_t meta = detail::round_up(std::size_t(A.meta_tokens) * max_dim());
+    static constexpr std::size_t c_scratch = detail::round_up(
+        max_over_stages([](auto s) { return decltype(s)::type::c_scratch; }));
+    static constexpr std::size_t floats_per_image = 3 * tokens + x_scratch + 2 * meta + c_scratch;
+  };
+  static constexpr std::size_t activation_bytes_per_image = Plan::floats_per_image * sizeof(float);
+
+  // Loads a safetensors file written by tools/convert.py (or any file with
+  // the official state-dict names). Throws lemevit::Error naming the problem.
+  static Model load(const std::string& path, LoadOptions options = {}) {
+    auto file = std::make_shared<const io::SafetensorsFile>(path);
+    Model m;
+    m.load_from(*file, options);
+    return m;
+  }
+
+  Workspace make_workspace(int max_batch) const {
+    return Workspace(Plan::floats_per_image, max_batch);
+  }
+
+  int num_classes() const { return head_.out_features(); }
+  DcaScale dca_scale() const { return dca_scale_; }
+  const ModelInfo& info() const { return info_; }
+
+  // input: batch x channels x height x width (NCHW, preprocessed);
+  // logits: batch x num_classes().
+  void forward(const float* input, int batch, float* logits, Workspace& ws) const {
+    layers::Activations a = bind(ws, batch);
+    run_backbone(input, batch, a);
+    head(a, batch, logits);
+  }
+
+ private:
+  ModelInfo info_;
+  DcaScale dca_scale_ = DcaScale::Official;
+  Stem1 stem1_;
+  Stem2 stem2_;
+  std::vector<float> meta0_;  // meta tokens after meta_token_downsample.0 (input-independent)
+  Stages stages_;
+  std::vector<float> norm_scale_, norm_shift_;  // final BatchNorm, folded
+  layers::TorchNorm<B, last_dim> norm_c_;
+  layers::Linear<B, last_dim, classes> head_;
+
+  Model() = default;
+
+  void load_from(const io::SafetensorsFile& file, const LoadOptions& options) {
+    info_ = read_model_info(file);
+    check_model_info<A>(file.path(), info_, channels, classes);
+    dca_scale_ = options.dca_scale.value_or(info_.dca_scale);
+    WeightLoader w(std::shared_ptr<const io::SafetensorsFile>(&file, [](auto*) {}));
+    stem1_.load(w, "downsample_layers.0.0", "downsample_layers.0.1");
+    stem2_.load(w, "downsample_layers.0.3", "downsample_layers.0.4");
+    std::apply([&](auto&... s) { (s.load(w), ...); }, stages_);
+    // Meta tokens are the same for every image: run stage 0's downsample now.
+    auto tokens = w.floats("meta_tokens", {A.meta_tokens, A.dims[0]});
+    meta0_.resize(std::size_t(A.meta_tokens) * A.dims[0]);
+    std::vector<float> hidden(std::size_t(A.meta_tokens) * 4 * A.dims[0]);
+    std::get<0>(stages_).meta()(tokens.data(), A.meta_tokens, meta0_.data(), hidden.data());
+    // Final BatchNorm, applied after pooling (it is affine per channel).
+    auto g = w.floats("norm.weight", {last_dim});
+    auto beta = w.floats("norm.bias", {last_dim});
+    auto mean = w.floats("norm.running_mean", {last_dim});
+    auto var = w.floats("norm.running_var", {last_dim});
+    norm_scale_.resize(last_dim);
+    norm_shift_.resize(last_dim);
+    for (int c = 0; c < last_dim; ++c) {
+      norm_scale_[c] = g[c] / std::sqrt(var[c] + 1e-5f);
+      norm_shift_[c] = beta[c] - mean[c] * norm_scale_[c];
+    }
+    norm_c_.load(w, "norm_c");
+    if constexpr (classes == Dynamic) {
+      const auto& shape = w.shape_of("head.weight");
+      if (shape.size() != 2 || shape[0] < 1)
+        throw Error(file.path() + ": tensor 'head.weight' has shape " + io::shape_str(shape) +
+                    ", expected [classes, " + std::to_string(last_dim) + "]");
+      head_.load(w, "head", int(shape[0]));
+    } else {
+      head_.load(w, "head");
+    }
+    w.check_all_used();
+  }
+
+  layers::Activations bind(Workspace& ws, int batch) const {
+    if (batch < 1) throw Error("forward: batch must be at least 1");
+    if (ws.floats_per_image() != Plan::floats_per_image)
+      throw Error("forward: this workspace was made for a different model type");
+    if (batch > ws.capacity())
+      throw Error("forward: batch " + std::to_string(batch) + " exceeds the workspace capacity " +
+                  std::to_string(ws.capacity()));
+    float* p = ws.data();
+    auto take = [&](std::size_t per_image) {
+      float* r = p;
+      p += per_image * std::size_t(batch);
+      return r;
+    };
+    layers::Activations a{};
+    a.x = take(Plan::tokens);
+    a.x2 = take(Plan::tokens);
+    a.t = take(Plan::tokens);
+    a.xbuf = take(Plan::x_scratch);
+    a.c = take(Plan::meta);
+    a.cn = take(Plan::meta);
+    a.cbuf = take(Plan::c_scratch);
+    return a;
+  }
+
+  void run_backbone(const float* input, int batch, layers::Activations& a) const {
+    const std::size_t image = std::size_t(height) * width * channels;
+    for (int b = 0; b < batch; ++b)
+      ops::nchw_to_nhwc(input + b * image, channels, height, width, a.x2 + b * image);
+    stem1_(a.x2, batch, a.x, a.xbuf, Epilogue::Gelu);  // conv -> BN -> GELU
+    stem2_(a.x, batch, a.x2, a.xbuf);                  // conv -> BN
+    std::swap(a.x, a.x2);
+    for (int b = 0; b < batch; ++b)
+      std::copy(meta0_.begin(), meta0_.end(), a.c + b * meta0_.size());
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (std::get<I>(stages_)(a, batch, dca_scale_, I == 0), ...);
+    }(std::make_index_sequence<A.num_stages>{});
+  }
+
+  // logits = head(BN(mean_hw x) + mean_M(norm_c(c)))
+  void head(layers::Activations& a, int batch, float* logits) const {
+    constexpr int n = Last::tokens, m = A.meta_tokens;
+    norm_c_(a.c, batch * m, a.cn);
+    float* pooled = a.t;
+    float* cpool = a.t + std::size_t(batch) * last_dim;
+    for (int b = 0; b < batch; ++b) {
+      float* p = pooled + std::size_t(b) * last_dim;
+      ops::mean_rows(a.x + std::size_t(b) * n * last_dim, n, last_dim, p);
+      ops::mean_rows(a.cn + std::size_t(b) * m * last_dim, m, last_dim, cpool);
+      for (int c = 0; c < last_dim; ++c) p[c] = p[c] * norm_scale_[c] + norm_shift_[c] + cpool[c];
+    }
+    head_(pooled, batch, logits);
+  }
+};
+
+}  // namespace lemevit

@@ -1,0 +1,103 @@
+#pragma once
+// Binding weights by name. Each layer asks for its own tensors by state-dict
+// name and expected shape; the loader converts f16/bf16 to f32, checks shape,
+// dtype and finiteness, and remembers what was used so that leftovers are
+// reported as unexpected tensors.
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "lemevit/error.hpp"
+#include "lemevit/io/safetensors.hpp"
+
+namespace lemevit {
+
+class WeightLoader {
+ public:
+  explicit WeightLoader(std::shared_ptr<const io::SafetensorsFile> file)
+      : file_(std::move(file)) {}
+
+  const io::SafetensorsFile& file() const { return *file_; }
+
+  // f32 view of tensor `name`, which must have exactly `shape`. The span
+  // points into the mapping when the file stores aligned f32 (zero copy),
+  // otherwise into a converted copy owned by this loader.
+  std::span<const float> floats(const std::string& name, std::vector<std::int64_t> shape) {
+    auto it = file_->tensors().find(name);
+    if (it == file_->tensors().end())
+      throw Error(file_->path() + ": missing tensor '" + name + "' (expected shape " +
+                  io::shape_str(shape) + ")");
+    const io::TensorInfo& t = it->second;
+    if (t.shape != shape)
+      throw Error(file_->path() + ": tensor '" + name + "' has shape " + io::shape_str(t.shape) +
+                  ", expected " + io::shape_str(shape));
+    used_.insert(name);
+    const std::size_t n = std::size_t(t.numel());
+    const float* out = nullptr;
+    switch (t.dtype) {
+      case io::DType::F32:
+        if (reinterpret_cast<std::uintptr_t>(t.data) % alignof(float) == 0) {
+          out = reinterpret_cast<const float*>(t.data);
+        } else {
+          auto& buf = owned_.emplace_back(n);
+          std::memcpy(buf.data(), t.data, n * 4);
+          out = buf.data();
+        }
+        break;
+      case io::DType::F16:
+      case io::DType::BF16: {
+        auto& buf = owned_.emplace_back(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          std::uint16_t h;
+          std::memcpy(&h, t.data + 2 * i, 2);
+          buf[i] = t.dtype == io::DType::F16 ? io::half_to_float(h) : io::bf16_to_float(h);
+        }
+        out = buf.data();
+        break;
+      }
+      default:
+        throw Error(file_->path() + ": tensor '" + name + "' has dtype " +
+                    io::dtype_name(t.dtype) + ", expected F32, F16 or BF16");
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      if (!std::isfinite(out[i]))
+        throw Error(file_->path() + ": tensor '" + name + "' contains " +
+                    (std::isnan(out[i]) ? "NaN" : "Inf") + " at flat index " + std::to_string(i));
+    return {out, n};
+  }
+
+  // Shape of a tensor the caller cannot know statically (the class count of
+  // a `Dynamic` head); throws if absent.
+  const std::vector<std::int64_t>& shape_of(const std::string& name) const {
+    auto it = file_->tensors().find(name);
+    if (it == file_->tensors().end()) throw Error(file_->path() + ": missing tensor '" + name + "'");
+    return it->second.shape;
+  }
+
+  // Every tensor that no layer asked for is an error: the file belongs to a
+  // different architecture than the type it is loaded into.
+  void check_all_used() const {
+    std::string extra;
+    int count = 0;
+    for (const auto& [name, t] : file_->tensors()) {
+      if (used_.count(name) || name.ends_with("num_batches_tracked")) continue;
+      if (count++ < 8) extra += (extra.empty() ? "" : ", ") + name + " " + io::shape_str(t.shape);
+    }
+    if (count)
+      throw Error(file_->path() + ": " + std::to_string(count) +
+                  " unexpected tensor(s) not used by this model type: " + extra +
+                  (count > 8 ? ", ..." : ""));
+  }
+
+ private:
+  std::shared_ptr<const io::SafetensorsFile> file_;
+  std::set<std::string, std::less<>> used_;
+  std::deque<std::vector<float>> owned_;
+};
+
+}  // namespace lemevit

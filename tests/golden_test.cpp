@@ -1,0 +1,83 @@
+// Whole-model golden tests: seeded random checkpoints made by the independent
+// PyTorch reference (tools/lemevit_ref.py), written in every checkpoint form
+// users have and converted by tools/convert.py, must give PyTorch's logits
+// (computed in float64) within 1e-4 relative error.
+#include <lemevit/lemevit.hpp>
+
+#include "support.hpp"
+
+using namespace lemevit;
+using test_support::fixture;
+
+namespace {
+
+// The small custom configuration of make_fixtures.py: every attention kind
+// but S twice, head_dim 16, 8 meta tokens, mlp ratio 3, 96x64 input.
+constexpr ArchSpec kCustomSmall =
+    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
+            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+
+template <class Net>
+double run_case(const std::string& name, std::optional<DcaScale> policy = {}) {
+  INFO("case " << name);
+  LoadOptions options;
+  options.dca_scale = policy;
+  const Net net = Net::load(fixture(name + ".safetensors"), options);
+  const auto x = io::read_npy(fixture(name + ".input.npy"));
+  const auto y = io::read_npy(fixture(name + ".logits.npy"));
+  REQUIRE(x.shape.size() == 4);
+  REQUIRE(x.shape[1] == Net::channels);
+  REQUIRE(x.shape[2] == Net::height);
+  REQUIRE(x.shape[3] == Net::width);
+  const int batch = int(x.shape[0]);
+  REQUIRE(y.shape == std::vector<std::int64_t>{batch, net.num_classes()});
+  auto ws = net.make_workspace(batch);
+  std::vector<float> out(y.data.size());
+  net.forward(x.data.data(), batch, out.data(), ws);
+  return test_support::relative_error(out.data(), y.data.data(), out.size());
+}
+
+template <class Net>
+void golden(const std::string& name) {
+  const double err = run_case<Net>(name);
+  INFO("case " << name << ": relative error " << err);
+  CHECK(err < 1e-4);
+}
+
+using backend::Default;
+}  // namespace
+
+TEST_CASE("every official variant matches PyTorch at 224", "[golden]") {
+  golden<Model<variants::Tiny, Input<224, 224>, Classes<1000>, Default>>("tiny_224");
+  golden<Model<variants::Small, Input<224, 224>, Classes<1000>, Default>>("small_224");
+  golden<Model<variants::Base, Input<224, 224>, Classes<1000>, Default>>("base_224");
+  golden<Model<variants::SmallV2, Input<224, 224>, Classes<1000>, Default>>("small_v2_224");
+  golden<Model<variants::TinyV2, Input<224, 224>, Classes<1000>, Default>>("tiny_v2_224");
+  golden<Model<variants::VitTiny, Input<224, 224>, Classes<1000>, Default>>("vit_tiny_224");
+}
+
+TEST_CASE("the head_dim scale policy matches PyTorch, and is not the official one", "[golden]") {
+  using Tiny = Model<variants::Tiny, Input<224, 224>, Classes<1000>, Default>;
+  using TinyV2 = Model<variants::TinyV2, Input<224, 224>, Classes<1000>, Default>;
+  golden<Tiny>("tiny_224_headdim");
+  golden<TinyV2>("tiny_v2_224_headdim");
+  // The file records head_dim; forcing the official scale must break the match.
+  CHECK(run_case<Tiny>("tiny_224_headdim", DcaScale::Official) > 1e-3);
+  CHECK(run_case<TinyV2>("tiny_v2_224_headdim", DcaScale::Official) > 1e-3);
+}
+
+TEST_CASE("non-224 input, 4-class head, batch 3, whole-module pickle", "[golden]") {
+  golden<Model<variants::SmallV2, Input<160, 160>, Classes<4>, Default>>("small_v2_160_c4");
+  // The same file through a Dynamic class count.
+  golden<Model<variants::SmallV2, Input<160, 160>, Classes<Dynamic>, Default>>("small_v2_160_c4");
+}
+
+TEST_CASE("a custom configuration with D2, head_dim 16 and 8 meta tokens", "[golden][small]") {
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small_headdim");
+}
+
+TEST_CASE("the Reference backend matches PyTorch too", "[golden][small]") {
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Reference>>("custom_small");
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Reference>>("custom_small_headdim");
+}

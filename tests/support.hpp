@@ -1,0 +1,32 @@
+#pragma once
+// Helpers shared by the C++ tests: fixture paths and error metrics.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+namespace test_support {
+
+// Golden cases are written by tools/make_fixtures.py (PyTorch reference);
+// the build passes their folder in LEMEVIT_FIXTURES.
+inline std::string fixtures() {
+  const char* d = std::getenv("LEMEVIT_FIXTURES");
+  if (!d || !*d) FAIL("LEMEVIT_FIXTURES is not set: run the tests through `meson test`");
+  return d;
+}
+inline std::string fixture(const std::string& name) { return fixtures() + "/" + name; }
+
+// max |a - b| / max |b|: the relative error the golden tests bound by 1e-4.
+inline double relative_error(const float* a, const float* b, std::size_t n) {
+  double diff = 0.0, scale = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+    scale = std::max(scale, std::fabs(double(b[i])));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+}  // namespace test_support
