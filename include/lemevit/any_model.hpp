@@ -22,6 +22,7 @@ class AnyModel {
   virtual const ModelInfo& info() const = 0;
   virtual std::string description() const = 0;
   virtual int num_classes() const = 0;
+  virtual DcaScale dca_scale() const = 0;
   virtual int height() const = 0;
   virtual int width() const = 0;
   virtual int channels() const = 0;
@@ -40,6 +41,7 @@ class ModelAdapter final : public AnyModel {
            std::to_string(Net::height) + "x" + std::to_string(Net::width);
   }
   int num_classes() const override { return net_.num_classes(); }
+  DcaScale dca_scale() const override { return net_.dca_scale(); }
   int height() const override { return Net::height; }
   int width() const override { return Net::width; }
   int channels() const override { return Net::channels; }

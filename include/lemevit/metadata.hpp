@@ -1,6 +1,7 @@
 #pragma once
 // The architecture record tools/convert.py writes into a safetensors file's
 // metadata, and the check that it matches the model type it is loaded into.
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -11,6 +12,11 @@
 #include "lemevit/io/safetensors.hpp"
 
 namespace lemevit {
+
+struct LoadOptions {
+  // Overrides the dual-cross-attention scale recorded in the file's metadata.
+  std::optional<DcaScale> dca_scale;
+};
 
 struct ModelInfo {
   bool has_arch = false;  // false for files without lemevit.* metadata

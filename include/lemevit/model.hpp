@@ -48,11 +48,6 @@ constexpr bool width_kept_after_cross_attention(const ArchSpec& a) {
 constexpr std::size_t round_up(std::size_t n) { return (n + 15) / 16 * 16; }  // 64-byte regions
 }  // namespace detail
 
-struct LoadOptions {
-  // Overrides the dual-cross-attention scale recorded in the file's metadata.
-  std::optional<DcaScale> dca_scale;
-};
-
 template <ArchSpec A, class In = Input<224, 224, 3>, class Cls = Classes<1000>,
           class B = backend::Default>
 class Model {

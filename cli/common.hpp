@@ -1,0 +1,42 @@
+#pragma once
+// Flags shared by several `lemevit` commands.
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <lemevit/metadata.hpp>
+
+#include "args.hpp"
+
+namespace cli {
+
+inline void set_threads(const Args& args) {
+  const int threads = args.integer("--threads", 0, 1, 1024);
+#ifdef _OPENMP
+  if (threads > 0) omp_set_num_threads(threads);
+#else
+  (void)threads;
+#endif
+}
+
+inline lemevit::LoadOptions load_options(const Args& args) {
+  lemevit::LoadOptions o;
+  if (args.has("--dca-scale")) {
+    const std::string s = args.get("--dca-scale");
+    if (s == "official") o.dca_scale = lemevit::DcaScale::Official;
+    else if (s == "head_dim") o.dca_scale = lemevit::DcaScale::HeadDim;
+    else args.fail("--dca-scale must be official or head_dim, got '" + s + "'");
+  }
+  return o;
+}
+
+inline const char* scale_name(lemevit::DcaScale s) {
+  return s == lemevit::DcaScale::Official ? "official" : "head_dim";
+}
+
+// Each command: parses its own flags from argv (after the command name).
+int infer(int argc, char** argv);
+
+}  // namespace cli
