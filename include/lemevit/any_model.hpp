@@ -27,6 +27,7 @@ class AnyModel {
   virtual int width() const = 0;
   virtual int channels() const = 0;
   virtual std::size_t activation_bytes_per_image() const = 0;
+  virtual double flops_per_image() const = 0;
   // Grows the owned workspace when needed (the only allocation), then runs.
   virtual void forward(const float* input, int batch, float* logits) = 0;
 };
@@ -46,6 +47,7 @@ class ModelAdapter final : public AnyModel {
   int width() const override { return Net::width; }
   int channels() const override { return Net::channels; }
   std::size_t activation_bytes_per_image() const override { return Net::activation_bytes_per_image; }
+  double flops_per_image() const override { return Net::flops; }
   void forward(const float* input, int batch, float* logits) override {
     if (!ws_ || ws_->capacity() < batch) ws_.emplace(net_.make_workspace(batch));
     net_.forward(input, batch, logits, *ws_);

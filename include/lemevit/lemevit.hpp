@@ -6,6 +6,7 @@
 #include "lemevit/backend.hpp"
 #include "lemevit/default_backend.hpp"
 #include "lemevit/error.hpp"
+#include "lemevit/flops.hpp"
 #include "lemevit/io/npy.hpp"
 #include "lemevit/io/safetensors.hpp"
 #include "lemevit/metadata.hpp"

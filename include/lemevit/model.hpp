@@ -22,6 +22,7 @@
 #include "lemevit/backend.hpp"
 #include "lemevit/default_backend.hpp"
 #include "lemevit/error.hpp"
+#include "lemevit/flops.hpp"
 #include "lemevit/layers/stage.hpp"
 #include "lemevit/metadata.hpp"
 #include "lemevit/workspace.hpp"
@@ -121,6 +122,8 @@ class Model {
     static constexpr std::size_t floats_per_image = 3 * tokens + x_scratch + 2 * meta + c_scratch;
   };
   static constexpr std::size_t activation_bytes_per_image = Plan::floats_per_image * sizeof(float);
+  // Multiply-adds x 2 of one image's forward pass (a Dynamic head counted as 1000 classes).
+  static constexpr double flops = flops_per_image(A, height, width, channels, classes == Dynamic ? 1000 : classes);
 
   // Loads a safetensors file written by tools/convert.py (or any file with
   // the official state-dict names). Throws lemevit::Error naming the problem.
@@ -128,6 +131,17 @@ class Model {
     auto file = std::make_shared<const io::SafetensorsFile>(path);
     Model m;
     m.load_from(*file, options);
+    return m;
+  }
+
+  // A model with seeded random weights (benchmarks, smoke tests).
+  static Model random(std::uint64_t seed, int num_classes = classes == Dynamic ? 1000 : classes) {
+    if (classes != Dynamic && num_classes != classes)
+      throw Error("random: class count " + std::to_string(num_classes) + " differs from the type's " +
+                  std::to_string(classes));
+    Model m;
+    WeightLoader w = WeightLoader::random(seed);
+    m.load_weights(w, num_classes);
     return m;
   }
 
@@ -165,6 +179,19 @@ class Model {
     check_model_info<A>(file.path(), info_, channels, classes);
     dca_scale_ = options.dca_scale.value_or(info_.dca_scale);
     WeightLoader w(std::shared_ptr<const io::SafetensorsFile>(&file, [](auto*) {}));
+    int head_rows = classes;
+    if constexpr (classes == Dynamic) {
+      const auto& shape = w.shape_of("head.weight");
+      if (shape.size() != 2 || shape[0] < 1 || shape[0] > (1 << 24))
+        throw Error(file.path() + ": tensor 'head.weight' has shape " + io::shape_str(shape) +
+                    ", expected [classes, " + std::to_string(last_dim) + "]");
+      head_rows = int(shape[0]);
+    }
+    load_weights(w, head_rows);
+    w.check_all_used();
+  }
+
+  void load_weights(WeightLoader& w, int head_rows) {
     stem1_.load(w, "downsample_layers.0.0", "downsample_layers.0.1");
     stem2_.load(w, "downsample_layers.0.3", "downsample_layers.0.4");
     std::apply([&](auto&... s) { (s.load(w), ...); }, stages_);
@@ -185,16 +212,7 @@ class Model {
       norm_shift_[c] = beta[c] - mean[c] * norm_scale_[c];
     }
     norm_c_.load(w, "norm_c");
-    if constexpr (classes == Dynamic) {
-      const auto& shape = w.shape_of("head.weight");
-      if (shape.size() != 2 || shape[0] < 1)
-        throw Error(file.path() + ": tensor 'head.weight' has shape " + io::shape_str(shape) +
-                    ", expected [classes, " + std::to_string(last_dim) + "]");
-      head_.load(w, "head", int(shape[0]));
-    } else {
-      head_.load(w, "head");
-    }
-    w.check_all_used();
+    head_.load(w, "head", head_rows);
   }
 
   layers::Activations bind(Workspace& ws, int batch) const {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <random>
 #include <set>
 #include <span>
 #include <string>
@@ -22,12 +23,22 @@ class WeightLoader {
   explicit WeightLoader(std::shared_ptr<const io::SafetensorsFile> file)
       : file_(std::move(file)) {}
 
-  const io::SafetensorsFile& file() const { return *file_; }
+  // A source of seeded random weights of whatever shape is asked for, for
+  // benchmarks and smoke tests without a checkpoint (not for accuracy).
+  static WeightLoader random(std::uint64_t seed) {
+    WeightLoader w(nullptr);
+    w.rng_.seed(seed);
+    return w;
+  }
+
+  bool is_random() const { return !file_; }
+  std::string source() const { return file_ ? file_->path() : std::string("random weights"); }
 
   // f32 view of tensor `name`, which must have exactly `shape`. The span
   // points into the mapping when the file stores aligned f32 (zero copy),
   // otherwise into a converted copy owned by this loader.
   std::span<const float> floats(const std::string& name, std::vector<std::int64_t> shape) {
+    if (!file_) return random_tensor(name, shape);
     auto it = file_->tensors().find(name);
     if (it == file_->tensors().end())
       throw Error(file_->path() + ": missing tensor '" + name + "' (expected shape " +
@@ -74,6 +85,7 @@ class WeightLoader {
   // Shape of a tensor the caller cannot know statically (the class count of
   // a `Dynamic` head); throws if absent.
   const std::vector<std::int64_t>& shape_of(const std::string& name) const {
+    if (!file_) throw Error("random weights have no tensor '" + name + "' to take a shape from");
     auto it = file_->tensors().find(name);
     if (it == file_->tensors().end()) throw Error(file_->path() + ": missing tensor '" + name + "'");
     return it->second.shape;
@@ -82,6 +94,7 @@ class WeightLoader {
   // Every tensor that no layer asked for is an error: the file belongs to a
   // different architecture than the type it is loaded into.
   void check_all_used() const {
+    if (!file_) return;
     std::string extra;
     int count = 0;
     for (const auto& [name, t] : file_->tensors()) {
@@ -95,7 +108,27 @@ class WeightLoader {
   }
 
  private:
+  std::span<const float> random_tensor(const std::string& name, const std::vector<std::int64_t>& shape) {
+    std::size_t n = 1;
+    for (auto d : shape) n *= std::size_t(d);
+    auto& buf = owned_.emplace_back(n);
+    // Scales that keep activations O(1) through deep stacks: fan-in scaled
+    // weights, unit-ish norms and variances.
+    const std::int64_t fan_in = shape.size() > 1 ? n / std::size_t(shape[0]) : 1;
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> uniform(0.5f, 1.5f);
+    const bool vector = shape.size() == 1;
+    for (auto& v : buf) {
+      if (name.ends_with("running_var")) v = uniform(rng_);
+      else if (vector && name.ends_with(".weight")) v = 1.0f + 0.1f * normal(rng_);
+      else if (vector) v = 0.1f * normal(rng_);
+      else v = normal(rng_) / std::sqrt(float(fan_in));
+    }
+    return {buf.data(), n};
+  }
+
   std::shared_ptr<const io::SafetensorsFile> file_;
+  std::mt19937_64 rng_;
   std::set<std::string, std::less<>> used_;
   std::deque<std::vector<float>> owned_;
 };

@@ -1,0 +1,117 @@
+// Kernels at LeMeViT's real shapes, plus the register-only FMA loop that
+// gives the machine's peak in the same run.
+#include <vector>
+
+#include <lemevit/lemevit.hpp>
+
+#include "common.hpp"
+#include "fma_peak.hpp"
+
+namespace {
+
+using K = lemevit::Kernels<lemevit::backend::Default>;
+
+std::vector<float> data(std::size_t n, float scale = 1.0f) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = scale * (float((i * 2654435761u) % 2001) / 1000.0f - 1.0f);
+  return v;
+}
+
+void BM_FmaPeak(benchmark::State& state) {
+  const int threads = int(state.range(0));
+  constexpr std::int64_t iters = 1 << 20;
+  for (auto _ : state) {
+    float sink = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : sink)
+    for (int t = 0; t < threads; ++t) sink += bench::fma_loop(iters);
+    benchmark::DoNotOptimize(sink);
+  }
+  bench::count_flops(state, bench::fma_loop_flops(iters) * threads);
+}
+BENCHMARK(BM_FmaPeak)->Name("peak/fma")->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+
+// Linear layers: rows x in -> out, e.g. 3136 tokens through a 64 -> 256 MLP.
+void BM_Linear(benchmark::State& state) {
+  const int rows = int(state.range(0)), in = int(state.range(1)), out = int(state.range(2));
+  bench::set_threads(int(state.range(3)));
+  const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(rows) * in);
+  std::vector<float> y(std::size_t(rows) * out);
+  K::LinearWeights packed;
+  K::prepare_linear(w.data(), b.data(), out, in, packed);
+  for (auto _ : state) K::linear(x.data(), rows, in, packed, y.data(), out, lemevit::Epilogue::Store);
+  bench::count_flops(state, 2.0 * rows * in * out);
+}
+BENCHMARK(BM_Linear)
+    ->Name("kernel/linear")
+    ->ArgNames({"rows", "in", "out", "threads"})
+    ->ArgsProduct({{3136}, {64}, {192, 256}, {1, 2}})
+    ->ArgsProduct({{3136}, {256}, {64}, {1, 2}})
+    ->ArgsProduct({{784}, {128}, {384, 512}, {1, 2}})
+    ->ArgsProduct({{196}, {192}, {576, 768}, {1, 2}})
+    ->ArgsProduct({{49}, {320}, {960, 1280}, {1, 2}})
+    ->ArgsProduct({{784}, {576}, {128}, {1, 2}})  // downsample conv as im2col GEMM
+    ->UseRealTime();
+
+void BM_DepthwiseConv(benchmark::State& state) {
+  const int side = int(state.range(0)), ch = int(state.range(1));
+  bench::set_threads(int(state.range(2)));
+  const auto x = data(std::size_t(side) * side * ch), w = data(9 * std::size_t(ch)), b = data(ch);
+  std::vector<float> y(x.size());
+  for (auto _ : state) K::depthwise_conv3x3_residual(x.data(), side, side, ch, w.data(), b.data(), y.data());
+  bench::count_flops(state, 2.0 * 9 * side * side * ch);
+}
+BENCHMARK(BM_DepthwiseConv)
+    ->Name("kernel/depthwise_conv3x3")
+    ->ArgNames({"side", "channels", "threads"})
+    ->ArgsProduct({{56}, {64, 96}, {1, 2}})
+    ->ArgsProduct({{28}, {128, 192}, {1, 2}})
+    ->UseRealTime();
+
+void BM_LayerNorm(benchmark::State& state) {
+  const int rows = int(state.range(0)), dim = int(state.range(1));
+  bench::set_threads(int(state.range(2)));
+  const auto x = data(std::size_t(rows) * dim), g = data(dim), b = data(dim);
+  std::vector<float> y(x.size());
+  for (auto _ : state) K::layer_norm(x.data(), rows, dim, g.data(), b.data(), 1e-6f, y.data());
+  state.SetBytesProcessed(state.iterations() * int64_t(x.size()) * 8);
+}
+BENCHMARK(BM_LayerNorm)
+    ->Name("kernel/layer_norm")
+    ->ArgNames({"rows", "dim", "threads"})
+    ->ArgsProduct({{3136}, {64}, {1, 2}})
+    ->ArgsProduct({{784}, {128}, {1, 2}})
+    ->UseRealTime();
+
+void BM_Gelu(benchmark::State& state) {
+  const std::size_t n = std::size_t(state.range(0));
+  auto x = data(n, 3.0f);
+  for (auto _ : state) {
+    K::gelu(x.data(), n);
+    benchmark::DoNotOptimize(x.data());
+  }
+  state.SetItemsProcessed(state.iterations() * int64_t(n));
+}
+BENCHMARK(BM_Gelu)->Name("kernel/gelu")->Arg(3136 * 256)->UseRealTime();
+
+// Softmax attention (scores, fp32 softmax, values) for one image, all heads.
+void BM_AttentionKernel(benchmark::State& state) {
+  const int queries = int(state.range(0)), keys = int(state.range(1)), dim = int(state.range(2));
+  bench::set_threads(int(state.range(3)));
+  const auto q = data(std::size_t(queries) * dim), k = data(std::size_t(keys) * dim),
+             v = data(std::size_t(keys) * dim);
+  std::vector<float> out(std::size_t(queries) * dim);
+  lemevit::AttentionArgs a{q.data(), k.data(), v.data(), dim, dim, dim, queries, keys,
+                           dim / 32, 32, 0.1f, out.data(), dim};
+  for (auto _ : state) K::attention(a);
+  bench::count_flops(state, 4.0 * queries * keys * dim);
+}
+BENCHMARK(BM_AttentionKernel)
+    ->Name("kernel/attention")
+    ->ArgNames({"queries", "keys", "dim", "threads"})
+    ->ArgsProduct({{3136}, {16}, {64}, {1, 2}})    // D, x branch
+    ->ArgsProduct({{16}, {3136}, {64}, {1, 2}})    // D / C, c branch
+    ->ArgsProduct({{196}, {196}, {192}, {1, 2}})   // S at 14x14
+    ->ArgsProduct({{3136}, {3136}, {96}, {1, 2}})  // S at 56x56 (vit_tiny stage 1)
+    ->UseRealTime();
+
+}  // namespace
