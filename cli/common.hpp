@@ -38,5 +38,6 @@ inline const char* scale_name(lemevit::DcaScale s) {
 
 // Each command: parses its own flags from argv (after the command name).
 int infer(int argc, char** argv);
+int bench(int argc, char** argv);
 
 }  // namespace cli

@@ -11,6 +11,7 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  infer   run a model on a preprocessed float32 .npy batch (N x C x H x W)\n"
+    "  bench   time the forward pass (median after warm-up)\n"
     "\n"
     "`lemevit <command> --help` describes a command's flags.\n";
 }  // namespace
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   try {
     if (command == "infer") return cli::infer(argc - 2, argv + 2);
+    if (command == "bench") return cli::bench(argc - 2, argv + 2);
     std::cerr << "lemevit: unknown command '" << command << "'\n\n" << kUsage;
     return 2;
   } catch (const std::exception& e) {
