@@ -184,7 +184,7 @@ TEST_CASE("broken or mismatched weight files are reported by name", "[model][err
   const std::string tmp = fixture("edited.safetensors");
   CHECK_THAT(load_error(rewrite(src, tmp, {.drop = "stages.2.0.attn.qkv1.weight"})),
              Catch::Contains("missing tensor 'stages.2.0.attn.qkv1.weight'") &&
-                 Catch::Contains("[64, 64]"));
+                 Catch::Contains("expected shape [192, 64]"));
   CHECK_THAT(load_error(rewrite(src, tmp, {.add = "stages.9.0.extra"})),
              Catch::Contains("unexpected tensor") && Catch::Contains("stages.9.0.extra"));
   CHECK_THAT(load_error(rewrite(src, tmp, {.reshape = "head.bias"})),

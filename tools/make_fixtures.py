@@ -59,6 +59,9 @@ CASES = [
     ("custom_small_headdim", CUSTOM_SMALL, (96, 64), 2, 7, "head_dim", "plain"),
 ]
 
+# Cases that also get per-stage feature maps, DIR/<case>.stage<i>.npy.
+FEATURE_CASES = ("custom_small", "tiny_224")
+
 FORM_DOC = {
     "timm_ema": "timm {state_dict, state_dict_ema, epoch, arch, args}; converted with --ema",
     "model_dict": "{'model': state_dict}",
@@ -208,6 +211,11 @@ def make_case(out, name, spec, hw, batch, classes, scale, form, keep_src=True):
     np.save(os.path.join(out, name + ".input.npy"), np.ascontiguousarray(x.numpy(), "<f4"))
     np.save(os.path.join(out, name + ".logits.npy"),
             np.ascontiguousarray(logits.float().numpy(), "<f4"))
+    # Backbone features (timm features_only style) for the small cases.
+    if name in FEATURE_CASES:
+        for i, f in enumerate(m64.forward_features(x.double())):
+            np.save(os.path.join(out, "%s.stage%d.npy" % (name, i)),
+                    np.ascontiguousarray(f.float().numpy(), "<f4"))
     dtypes = sorted({got[k].dtype for k in got})
     dtypes = [{torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[d]
               for d in dtypes]

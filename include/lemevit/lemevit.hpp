@@ -11,4 +11,5 @@
 #include "lemevit/io/safetensors.hpp"
 #include "lemevit/metadata.hpp"
 #include "lemevit/model.hpp"
+#include "lemevit/observer.hpp"
 #include "lemevit/workspace.hpp"

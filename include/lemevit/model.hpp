@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -25,6 +26,7 @@
 #include "lemevit/flops.hpp"
 #include "lemevit/layers/stage.hpp"
 #include "lemevit/metadata.hpp"
+#include "lemevit/observer.hpp"
 #include "lemevit/workspace.hpp"
 
 namespace lemevit {
@@ -154,11 +156,35 @@ class Model {
   const ModelInfo& info() const { return info_; }
 
   // input: batch x channels x height x width (NCHW, preprocessed);
-  // logits: batch x num_classes().
-  void forward(const float* input, int batch, float* logits, Workspace& ws) const {
+  // logits: batch x num_classes(), or nullptr to run the backbone only.
+  // `observer` (optional) sees stage outputs and meta-token attention.
+  void forward(const float* input, int batch, float* logits, Workspace& ws,
+               Observer* observer = nullptr) const {
     layers::Activations a = bind(ws, batch);
-    run_backbone(input, batch, a);
-    head(a, batch, logits);
+    run_backbone(input, batch, a, observer);
+    if (logits) head(a, batch, logits);
+  }
+
+  // Backbone features like timm's features_only: stage i's map, NCHW
+  // (batch x stage_channels(i) x stage_height(i) x stage_width(i)), written
+  // to out[i] for each of the num_stages pointers that is not null.
+  static constexpr int num_stages = A.num_stages;
+  static constexpr int stage_channels(int i) { return A.dims[i]; }
+  void features(const float* input, int batch, std::span<float* const> out, Workspace& ws,
+                float* logits = nullptr) const {
+    if (out.size() != std::size_t(num_stages))
+      throw Error("features: expected " + std::to_string(num_stages) + " output pointers, got " +
+                  std::to_string(out.size()));
+    struct Collect final : Observer {
+      std::span<float* const> out;
+      void stage_output(int stage, const float* x, int b, int h, int w, int c) override {
+        if (!out[stage]) return;
+        for (int i = 0; i < b; ++i)
+          ops::nhwc_to_nchw(x + std::size_t(i) * h * w * c, h, w, c, out[stage] + std::size_t(i) * h * w * c);
+      }
+    } collect;
+    collect.out = out;
+    forward(input, batch, logits, ws, &collect);
   }
 
  private:
@@ -239,7 +265,7 @@ class Model {
     return a;
   }
 
-  void run_backbone(const float* input, int batch, layers::Activations& a) const {
+  void run_backbone(const float* input, int batch, layers::Activations& a, Observer* observer) const {
     const std::size_t image = std::size_t(height) * width * channels;
     for (int b = 0; b < batch; ++b)
       ops::nchw_to_nhwc(input + b * image, channels, height, width, a.x2 + b * image);
@@ -249,7 +275,7 @@ class Model {
     for (int b = 0; b < batch; ++b)
       std::copy(meta0_.begin(), meta0_.end(), a.c + b * meta0_.size());
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (std::get<I>(stages_)(a, batch, dca_scale_, I == 0), ...);
+      (std::get<I>(stages_)(a, batch, dca_scale_, I == 0, observer), ...);
     }(std::make_index_sequence<A.num_stages>{});
   }
 

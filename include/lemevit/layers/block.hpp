@@ -70,7 +70,7 @@ class Block {
     mlp_.load(w, prefix + ".mlp");
   }
 
-  void operator()(Activations& a, int batch, DcaScale policy) const {
+  void operator()(Activations& a, int batch, DcaScale policy, Probe probe = {}) const {
     const int xrows = batch * tokens, crows = batch * MetaTokens;
     pos_embed_(a.x, batch, a.x2);
     norm1_(a.x2, xrows, a.t);
@@ -81,9 +81,9 @@ class Block {
     } else {
       norm1_(a.c, crows, a.cn);
       if constexpr (K == Kind::C)
-        attn_(a.t, a.cn, a.c, batch, a.xbuf, a.cbuf, policy);
+        attn_(a.t, a.cn, a.c, batch, a.xbuf, a.cbuf, policy, probe, H, W);
       else
-        attn_(a.t, a.cn, a.x2, a.c, batch, a.xbuf, a.cbuf, policy);
+        attn_(a.t, a.cn, a.x2, a.c, batch, a.xbuf, a.cbuf, policy, probe, H, W);
     }
     if constexpr (K != Kind::C) {
       norm2_(a.x2, xrows, a.t);

@@ -6,6 +6,7 @@
 
 #include "lemevit/layers/attention_common.hpp"
 #include "lemevit/layers/linear.hpp"
+#include "lemevit/observer.hpp"
 
 namespace lemevit::layers {
 
@@ -25,7 +26,7 @@ class CrossAttention {
 
   // c += proj(attn(q(cn), kv(xn))) for `batch` images.
   void operator()(const float* xn, const float* cn, float* c, int batch, float* xbuf,
-                  float* cbuf, DcaScale) const {
+                  float* cbuf, DcaScale, Probe probe = {}, int height = 0, int width = 0) const {
     kv_(xn, batch * Tokens, xbuf);
     q_(cn, batch * MetaTokens, cbuf);
     float* out = cbuf + std::size_t(batch) * MetaTokens * Dim;
@@ -33,6 +34,10 @@ class CrossAttention {
     multi_head_attention<B>(batch, {cbuf, Dim, std::size_t(MetaTokens) * Dim}, MetaTokens,
                             {xbuf, 2 * Dim, kv_stride}, {xbuf + Dim, 2 * Dim, kv_stride}, Tokens,
                             heads, HeadDim, head_dim_scale(HeadDim), out, Dim);
+    if (probe.observer)
+      probe.observer->meta_attention({probe.stage, probe.block, Kind::C, batch, heads, HeadDim, MetaTokens,
+                                      height, width, head_dim_scale(HeadDim), cbuf, xbuf, Dim, 2 * Dim,
+                                      std::size_t(MetaTokens) * Dim, kv_stride});
     proj_(out, batch * MetaTokens, c, Epilogue::Accumulate);
   }
 

@@ -11,6 +11,7 @@
 
 #include "lemevit/layers/attention_common.hpp"
 #include "lemevit/layers/linear.hpp"
+#include "lemevit/observer.hpp"
 
 namespace lemevit::layers {
 
@@ -35,7 +36,7 @@ class DualCrossAttentionT {
   // x += proj_x(x branch), c += proj_c(c branch); both branches read only
   // the normalised inputs xn, cn.
   void operator()(const float* xn, const float* cn, float* x, float* c, int batch, float* xbuf,
-                  float* cbuf, DcaScale policy) const {
+                  float* cbuf, DcaScale policy, Probe probe = {}, int height = 0, int width = 0) const {
     constexpr int ld = fused * Dim;
     const std::size_t xs = std::size_t(Tokens) * ld, cs = std::size_t(MetaTokens) * ld;
     x_in_(xn, batch * Tokens, xbuf);
@@ -54,6 +55,13 @@ class DualCrossAttentionT {
     } else {
       multi_head_attention<B>(batch, xq, Tokens, ck, cv, MetaTokens, heads, HeadDim, s.x, out_x, Dim);
       multi_head_attention<B>(batch, cq, MetaTokens, xk, xv, Tokens, heads, HeadDim, s.c, out_c, Dim);
+    }
+    if (probe.observer) {
+      // c branch: queries q2 (D) or k (D2) from c, keys k1 (D) or q (D2) from x.
+      const Operand qc = V2 ? ck : cq, kx = V2 ? xq : xk;
+      probe.observer->meta_attention({probe.stage, probe.block, V2 ? Kind::D2 : Kind::D, batch, heads,
+                                      HeadDim, MetaTokens, height, width, s.c, qc.data, kx.data, ld, ld,
+                                      cs, xs});
     }
     proj_x_(out_x, batch * Tokens, x, Epilogue::Accumulate);
     proj_c_(out_c, batch * MetaTokens, c, Epilogue::Accumulate);

@@ -53,7 +53,8 @@ class Stage {
   const Meta& meta() const { return meta_; }
 
   // `skip_meta`: stage 0's meta tokens are precomputed at load time.
-  void operator()(Activations& a, int batch, DcaScale policy, bool skip_meta = false) const {
+  void operator()(Activations& a, int batch, DcaScale policy, bool skip_meta = false,
+                  Observer* observer = nullptr) const {
     if constexpr (downsamples) {
       downsample_(a.x, batch, a.x2, a.xbuf);
       std::swap(a.x, a.x2);
@@ -62,7 +63,8 @@ class Stage {
       meta_(a.c, batch * A.meta_tokens, a.cn, a.cbuf);
       std::swap(a.c, a.cn);
     }
-    for (const auto& block : blocks_) block(a, batch, policy);
+    for (int j = 0; j < depth; ++j) blocks_[j](a, batch, policy, {observer, I, j});
+    if (observer) observer->stage_output(I, a.x, batch, h, w, dim);
   }
 
  private:
