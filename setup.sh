@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 packages=(
   g++ meson ninja-build pkg-config
-  libeigen3-dev libxsimd-dev catch2 libbenchmark-dev libstb-dev
+  libeigen3-dev libxsimd-dev catch2 libbenchmark-dev libstb-dev libjpeg62-turbo-dev
   python3-torch python3-torchvision python3-pil python3-numpy libopenblas0-openmp
   dataset-fashion-mnist
   qemu-user g++-aarch64-linux-gnu

@@ -3,8 +3,8 @@
 // PIL: Image.open(path).convert("RGB"). Decoding goes through stb_image (JPEG,
 // PNG, BMP, GIF, TGA, PSD, PNM). The channel rules follow PIL:
 // gray is replicated, alpha is dropped (not composited over a background),
-// 16-bit gray is clipped to 0..255 (PIL's "I" -> "RGB"), other 16-bit data keep
-// their high byte.
+// 16-bit gray PNG is clipped to 0..255 (PIL's "I" -> "RGB"), other 16-bit PNG
+// data keep their high byte; PNM only with maxval 255.
 //
 // Known differences from PIL, all in the decoders themselves:
 //  - JPEG: stb's IDCT, chroma upsampling and YCbCr conversion round slightly
@@ -304,16 +304,14 @@ inline Image decode_image(const std::uint8_t* data, std::size_t size, const std:
   if (fmt == Format::Bmp && !detail::bmp_complete(data, size))
     throw Error(name + ": truncated BMP (the pixel data is shorter than the header declares)");
 
-  bool gray16 = false;
+  // PIL rescales other PNM maxvals (and stb 2.27 reads 16-bit samples in the
+  // wrong byte order): refused rather than decoded differently.
   if (fmt == Format::Pnm) {
     const long maxval = detail::pnm_maxval(data, size);
-    gray16 = maxval == 65535 && comp == 1;
-    if (maxval != 255 && !gray16)
-      throw Error(name + ": PNM with maxval " + std::to_string(maxval) +
-                  " is not supported (only 255, or 65535 for gray)");
-  } else if (fmt == Format::Png) {
-    gray16 = comp == 1 && stbi_is_16_bit_from_memory(data, len);
+    if (maxval != 255)
+      throw Error(name + ": PNM with maxval " + std::to_string(maxval) + " is not supported (only 255)");
   }
+  const bool gray16 = fmt == Format::Png && comp == 1 && stbi_is_16_bit_from_memory(data, len);
 
   Image img;
 #if defined(LEMEVIT_IMAGE_LIBJPEG)
