@@ -10,7 +10,7 @@ packages=(
   g++ meson ninja-build pkg-config
   libeigen3-dev libxsimd-dev catch2 libbenchmark-dev libstb-dev libjpeg62-turbo-dev
   python3-torch python3-torchvision python3-pil python3-numpy libopenblas0-openmp
-  dataset-fashion-mnist
+  dataset-fashion-mnist libopenmpi-dev openmpi-bin python3-matplotlib
   qemu-user g++-aarch64-linux-gnu
 )
 missing=()

@@ -18,7 +18,8 @@ class Args {
       : command_(command) {
     for (int i = 0; i < argc; ++i) {
       std::string a = argv[i];
-      if (a.rfind("--", 0) != 0 || a == "--") {
+      const bool short_flag = valued.count(a) || switches.count(a);  // e.g. -o
+      if (!short_flag && (a.rfind("--", 0) != 0 || a == "--")) {
         positional_.push_back(a);
         continue;
       }

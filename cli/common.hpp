@@ -39,5 +39,9 @@ inline const char* scale_name(lemevit::DcaScale s) {
 // Each command: parses its own flags from argv (after the command name).
 int infer(int argc, char** argv);
 int bench(int argc, char** argv);
+int classify(int argc, char** argv);
+int evaluate(int argc, char** argv);
+int attention(int argc, char** argv);
+int features(int argc, char** argv);
 
 }  // namespace cli

@@ -6,6 +6,7 @@
 //   std::unique_ptr<lemevit::AnyModel> m = Known::load("w.safetensors");
 //
 // Each registered type is still fully static; only the choice is dynamic.
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 #include "lemevit/error.hpp"
 #include "lemevit/metadata.hpp"
 #include "lemevit/model.hpp"
+#include "lemevit/observer.hpp"
 
 namespace lemevit {
 
@@ -28,8 +30,14 @@ class AnyModel {
   virtual int channels() const = 0;
   virtual std::size_t activation_bytes_per_image() const = 0;
   virtual double flops_per_image() const = 0;
-  // Grows the owned workspace when needed (the only allocation), then runs.
-  virtual void forward(const float* input, int batch, float* logits) = 0;
+  // Geometry of stage i's feature map.
+  virtual int num_stages() const = 0;
+  virtual std::array<int, 3> stage_shape(int stage) const = 0;  // channels, height, width
+  // Grows the owned workspace when needed (the only allocation), then runs;
+  // logits may be null (backbone only), observer may be null.
+  virtual void forward(const float* input, int batch, float* logits, Observer* observer = nullptr) = 0;
+  // Stage maps, NCHW, one pointer per stage (null: not wanted).
+  virtual void features(const float* input, int batch, std::span<float* const> out) = 0;
 };
 
 template <class Net>
@@ -48,13 +56,25 @@ class ModelAdapter final : public AnyModel {
   int channels() const override { return Net::channels; }
   std::size_t activation_bytes_per_image() const override { return Net::activation_bytes_per_image; }
   double flops_per_image() const override { return Net::flops; }
-  void forward(const float* input, int batch, float* logits) override {
-    if (!ws_ || ws_->capacity() < batch) ws_.emplace(net_.make_workspace(batch));
-    net_.forward(input, batch, logits, *ws_);
+  int num_stages() const override { return Net::num_stages; }
+  std::array<int, 3> stage_shape(int i) const override {
+    if (i < 0 || i >= Net::num_stages) throw Error("stage " + std::to_string(i) + " does not exist");
+    return {Net::stage_channels(i), Net::stage_height(i), Net::stage_width(i)};
+  }
+  void forward(const float* input, int batch, float* logits, Observer* observer) override {
+    net_.forward(input, batch, logits, workspace(batch), observer);
+  }
+  void features(const float* input, int batch, std::span<float* const> out) override {
+    net_.features(input, batch, out, workspace(batch));
   }
   const Net& model() const { return net_; }
 
  private:
+  Workspace& workspace(int batch) {
+    if (!ws_ || ws_->capacity() < batch) ws_.emplace(net_.make_workspace(batch));
+    return *ws_;
+  }
+
   Net net_;
   std::optional<Workspace> ws_;
 };

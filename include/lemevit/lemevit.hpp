@@ -4,6 +4,7 @@
 #include "lemevit/any_model.hpp"
 #include "lemevit/arch.hpp"
 #include "lemevit/backend.hpp"
+#include "lemevit/bundled.hpp"
 #include "lemevit/default_backend.hpp"
 #include "lemevit/error.hpp"
 #include "lemevit/flops.hpp"

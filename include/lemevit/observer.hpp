@@ -6,6 +6,7 @@
 // observer, forward does exactly the same work.
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 #include "lemevit/arch.hpp"
 
@@ -50,6 +51,60 @@ class Observer {
                             int /*width*/, int /*channels*/) {}
   // Called for every C, D and D2 block while its projections are alive.
   virtual void meta_attention(const MetaAttention& /*a*/) {}
+};
+
+// Records the meta tokens' attention maps of one block: by default the last
+// dual cross-attention (D/D2) block of the network, the paper's Figure 4
+// (the last C block for a network without D/D2 blocks).
+class AttentionMaps final : public Observer {
+ public:
+  AttentionMaps() = default;
+  // Record block (stage, block) instead, whatever its kind (C, D or D2).
+  AttentionMaps(int stage, int block) : want_stage_(stage), want_block_(block) {}
+
+  void meta_attention(const MetaAttention& a) override {
+    const bool chosen = want_stage_ >= 0 ? (a.stage == want_stage_ && a.block == want_block_)
+                                         : (a.kind != Kind::C || !seen_dual_);
+    if (!chosen) return;
+    seen_dual_ = seen_dual_ || a.kind != Kind::C;
+    info_ = a;
+    const std::size_t n = std::size_t(a.height) * a.width;
+    maps_.resize(std::size_t(a.batch) * a.heads * a.meta_tokens * n);
+    for (int b = 0; b < a.batch; ++b)
+      for (int h = 0; h < a.heads; ++h)
+        for (int m = 0; m < a.meta_tokens; ++m)
+          a.probabilities(b, h, m, maps_.data() + ((std::size_t(b) * a.heads + h) * a.meta_tokens + m) * n);
+    recorded_ = true;
+  }
+
+  bool recorded() const { return recorded_; }
+  // Which block was recorded, its kind and geometry (q/k pointers are stale).
+  const MetaAttention& info() const { return info_; }
+  // Attention of meta token m, head h, image b over the height x width image tokens.
+  const float* map(int image, int head, int meta_token) const {
+    const std::size_t n = std::size_t(info_.height) * info_.width;
+    return maps_.data() + ((std::size_t(image) * info_.heads + head) * info_.meta_tokens + meta_token) * n;
+  }
+  // Mean over heads and the given meta tokens (all when empty): height x width values.
+  std::vector<float> mean_map(int image, const std::vector<int>& meta_tokens = {}) const {
+    std::vector<int> tokens = meta_tokens;
+    if (tokens.empty())
+      for (int m = 0; m < info_.meta_tokens; ++m) tokens.push_back(m);
+    const std::size_t n = std::size_t(info_.height) * info_.width;
+    std::vector<float> out(n, 0.0f);
+    for (int h = 0; h < info_.heads; ++h)
+      for (int m : tokens) {
+        const float* p = map(image, h, m);
+        for (std::size_t j = 0; j < n; ++j) out[j] += p[j] / float(info_.heads * tokens.size());
+      }
+    return out;
+  }
+
+ private:
+  int want_stage_ = -1, want_block_ = -1;
+  bool seen_dual_ = false, recorded_ = false;
+  MetaAttention info_{};
+  std::vector<float> maps_;
 };
 
 // Where a layer reports to (nullptr: nobody is looking).
