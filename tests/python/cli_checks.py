@@ -1,0 +1,185 @@
+"""End-to-end checks of the `lemevit` tool against PyTorch (run by `meson test`).
+
+Environment: LEMEVIT_BIN (the tool), LEMEVIT_FIXTURES (golden cases),
+LEMEVIT_WORK (a scratch folder). Uses Debian's /usr/bin/python3 with torch.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import unittest
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import export_imagefolder  # noqa: E402
+
+BIN = os.environ.get("LEMEVIT_BIN", "")
+FIXTURES = os.environ.get("LEMEVIT_FIXTURES", "")
+WORK = os.environ.get("LEMEVIT_WORK", "/tmp/lemevit-cli-checks")
+BUNDLED = os.path.join(ROOT, "models", "fashion_mnist", "lemevit_fmnist.safetensors")
+SAMPLES = os.path.join(ROOT, "models", "fashion_mnist", "samples")
+
+
+def run(*args, check=True):
+    p = subprocess.run([BIN, *args], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError("lemevit %s failed (%d): %s" % (" ".join(args), p.returncode, p.stderr))
+    return p
+
+
+def bundled_torch_model():
+    """(PyTorch reference model, its preprocessing dict) for the bundled weights."""
+    model, meta = export_imagefolder.load_model(BUNDLED)
+    return model, json.loads(meta["lemevit.preprocess"])
+
+
+def sample_paths():
+    return sorted(os.path.join(SAMPLES, f) for f in os.listdir(SAMPLES) if f.endswith(".png"))
+
+
+class Cli(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not BIN or not os.path.exists(BIN):
+            raise unittest.SkipTest("LEMEVIT_BIN is not set: run through `meson test`")
+        os.makedirs(WORK, exist_ok=True)
+
+    def test_infer_matches_golden_logits(self):
+        out = os.path.join(WORK, "tiny.logits.npy")
+        run("infer", "--weights", os.path.join(FIXTURES, "tiny_224.safetensors"),
+            "--input", os.path.join(FIXTURES, "tiny_224.input.npy"), "--output", out, "--threads", "2")
+        got, want = np.load(out), np.load(os.path.join(FIXTURES, "tiny_224.logits.npy"))
+        self.assertEqual(got.shape, want.shape)
+        self.assertLess(np.abs(got - want).max() / np.abs(want).max(), 1e-4)
+
+    def test_classify_matches_pytorch(self):
+        model, prep = bundled_torch_model()
+        paths = sample_paths()
+        p = run("classify", "--top-k", "3", "--json", "-", *paths)
+        result = json.loads(p.stdout[p.stdout.index("{"):])
+        self.assertEqual(result["failed"], 0)
+        by_path = {r["path"]: r for r in result["results"]}
+        with torch.no_grad():
+            x = torch.stack([export_imagefolder.preprocess(path, prep) for path in paths])
+            probs = torch.softmax(model(x).double(), dim=1).numpy()
+        labels = {l.split("\t")[0]: int(l.split("\t")[1])
+                  for l in open(os.path.join(SAMPLES, "labels.txt")).read().splitlines() if l}
+        correct = 0
+        for i, path in enumerate(paths):
+            top = by_path[path]["top"]
+            self.assertEqual(top[0]["class"], int(probs[i].argmax()), path)
+            for t in top:
+                self.assertAlmostEqual(t["probability"], probs[i][t["class"]], delta=1e-4)
+            correct += top[0]["class"] == labels[os.path.basename(path)]
+        self.assertGreaterEqual(correct, len(paths) - 1)
+
+    def test_evaluate_agrees_with_pytorch_on_the_whole_test_set(self):
+        data = os.path.join(WORK, "fmnist-test")
+        if not os.path.isdir(data):
+            export_imagefolder.export(data)
+        want_file = os.path.join(WORK, "torch_predictions.json")
+        export_imagefolder.predict(data, BUNDLED, want_file)
+        want = json.load(open(want_file))
+        got_file = os.path.join(WORK, "evaluate.json")
+        run("evaluate", "--data", data, "--batch", "64", "--json", got_file)
+        got = json.load(open(got_file))
+        self.assertEqual(got["images"], 10000)
+        preds = {p["path"]: p["predicted"] for p in got["predictions"]}
+        agree = sum(preds[k] == v for k, v in want.items()) / len(want)
+        print("\nC++ vs PyTorch agreement on %d Fashion-MNIST test images: %.4f; accuracy %.4f"
+              % (len(want), agree, got["accuracy"]), file=sys.stderr)
+        self.assertGreaterEqual(agree, 0.999)
+        self.assertGreaterEqual(got["accuracy"], 0.91)
+        # The seed's metrics, recomputed here from the predictions.
+        labels = np.array([p["label"] for p in got["predictions"]])
+        predicted = np.array([p["predicted"] for p in got["predictions"]])
+        self.assertAlmostEqual(got["accuracy"], float((labels == predicted).mean()), places=6)
+        recall = [float((predicted[labels == c] == c).mean()) for c in range(10)]
+        self.assertAlmostEqual(got["macro_recall"], float(np.mean(recall)), places=6)
+        conf = np.zeros((10, 10), int)
+        np.add.at(conf, (labels, predicted), 1)
+        self.assertEqual(got["confusion"], conf.tolist())
+
+    def test_evaluate_over_mpi_gathers_the_same_metrics(self):
+        mpirun = shutil.which("mpirun")
+        if not mpirun:
+            self.skipTest("mpirun not installed")
+        data = os.path.join(WORK, "fmnist-500")
+        if not os.path.isdir(data):
+            export_imagefolder.export(data, limit=500)
+        one, two = os.path.join(WORK, "eval1.json"), os.path.join(WORK, "eval2.json")
+        run("evaluate", "--data", data, "--json", one, "--threads", "1")
+        p = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", BIN, "evaluate",
+                            "--data", data, "--json", two, "--threads", "1"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        a, b = json.load(open(one)), json.load(open(two))
+        self.assertEqual(b["ranks"], 2)
+        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "confusion", "predictions"):
+            self.assertEqual(a[key], b[key], key)
+
+    def test_evaluate_skips_unreadable_images_by_name(self):
+        data = os.path.join(WORK, "broken-folder")
+        shutil.rmtree(data, ignore_errors=True)
+        export_imagefolder.export(data, limit=20)
+        bad = os.path.join(data, "03_dress", "broken.png")
+        open(bad, "wb").write(b"not an image")
+        p = run("evaluate", "--data", data, "--json", os.path.join(WORK, "broken.json"))
+        self.assertIn("broken.png", p.stderr)
+        got = json.load(open(os.path.join(WORK, "broken.json")))
+        self.assertEqual(got["unreadable"], ["03_dress/broken.png"])
+        self.assertEqual(got["images"], 20)
+        p = run("evaluate", "--data", data, "--strict", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("broken.png", p.stderr)
+
+    def test_features_match_pytorch(self):
+        model, prep = bundled_torch_model()
+        paths = sample_paths()[:3]
+        out = os.path.join(WORK, "features")
+        run("features", *paths, "-o", out)
+        with torch.no_grad():
+            x = torch.stack([export_imagefolder.preprocess(path, prep) for path in paths])
+            want = model.forward_features(x)
+        for i, w in enumerate(want):
+            got = np.load(os.path.join(out, "stage%d.npy" % i))
+            self.assertEqual(got.shape, tuple(w.shape))
+            self.assertLess(np.abs(got - w.numpy()).max() / np.abs(w.numpy()).max(), 1e-4, "stage %d" % i)
+
+    def test_attention_writes_an_overlay(self):
+        out = os.path.join(WORK, "attention.png")
+        p = run("attention", sample_paths()[0], "-o", out, "--size", "112")
+        self.assertIn("meta-token attention of stage", p.stdout)
+        from PIL import Image
+        self.assertEqual(Image.open(out).size, (112, 112))
+
+    def test_bench_json(self):
+        p = run("bench", "--weights", BUNDLED, "--iterations", "3", "--json", "-")
+        result = json.loads(p.stdout[p.stdout.index("{"):])
+        self.assertGreater(result["ms_per_image"], 0)
+
+    def test_bad_input_is_reported_with_a_nonzero_exit(self):
+        cases = [
+            (["infer", "--weights", BUNDLED, "--input", "x.npy"], "missing required flag --output"),
+            (["infer", "--wieghts", BUNDLED], "unknown flag --wieghts"),
+            (["classify", "--top-k", "zero", sample_paths()[0]], "--top-k must be an integer"),
+            (["classify", "--weights", "/nonexistent.safetensors", sample_paths()[0]], "cannot open"),
+            (["classify", os.path.join(SAMPLES, "labels.txt")], "labels.txt"),
+            (["classify", "--resize", "12", sample_paths()[0]], "--resize must be WxH"),
+            (["infer", "--weights", BUNDLED, "--input", os.path.join(FIXTURES, "tiny_224.input.npy"),
+              "--output", os.path.join(WORK, "x.npy")], "expected [N, 3, 28, 28]"),
+            (["evaluate", "--data", "/nonexistent"], "not a directory"),
+            (["frobnicate"], "unknown command"),
+        ]
+        for args, message in cases:
+            p = run(*args, check=False)
+            self.assertNotEqual(p.returncode, 0, args)
+            self.assertIn(message, p.stderr, args)
+
+
+if __name__ == "__main__":
+    unittest.main()
