@@ -9,6 +9,10 @@
 #include <random>
 #include <thread>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <lemevit/lemevit.hpp>
 
 #include "support.hpp"
@@ -167,6 +171,26 @@ TEST_CASE("a sample's logits do not depend on its batch", "[model]") {
     net.forward(x.data() + b * image, 1, one.data(), ws);
     CHECK(std::memcmp(one.data(), all.data() + b * 7, 7 * sizeof(float)) == 0);
   }
+}
+
+TEST_CASE("a sample's logits do not depend on the thread count", "[model]") {
+#ifdef _OPENMP
+  const Small net = Small::load(fixture("custom_small.safetensors"));
+  const auto x = random_images(2, 4);
+  auto ws = net.make_workspace(2);
+  std::vector<float> reference(2 * 7), y(2 * 7);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  net.forward(x.data(), 2, reference.data(), ws);
+  for (int threads : {2, 3, 4}) {
+    omp_set_num_threads(threads);
+    net.forward(x.data(), 2, y.data(), ws);
+    CHECK(std::memcmp(y.data(), reference.data(), y.size() * sizeof(float)) == 0);
+  }
+  omp_set_num_threads(saved);
+#else
+  SUCCEED("built without OpenMP: single-threaded by construction");
+#endif
 }
 
 TEST_CASE("workspace misuse is reported", "[model]") {
