@@ -1,0 +1,264 @@
+#pragma once
+// Multi-head attention for the SIMD backend, flash-attention style: keys are
+// processed in blocks with a running maximum and sum per query (online
+// softmax, fp32), so memory is a fixed-size stack buffer whatever the key
+// count, and nothing is allocated on the heap.
+//
+// A task is one head and a panel of queries, one query per vector lane
+// (Q^T packed once per task). Per block of keys, read in place:
+//   scores  S^T = K Q^T          GEMM micro-kernel, rows keys, K = head_dim
+//   softmax t = scale S, m' = max(m, max t), p = exp(t - m'),
+//           alpha = exp(m - m'), l = alpha l + sum p   (vectorised over queries)
+//   values  O = alpha O + P V    GEMM micro-kernel, rows queries, K = keys
+// and at the end out = O / l. The key block size depends on head_dim and the
+// instruction set only, and every step is lane-wise in the queries, so a
+// query's arithmetic is the same whatever the number of queries, their
+// position and the thread count. Tasks are split over heads and query panels,
+// never over keys.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+
+#include "lemevit/backend.hpp"
+#include "lemevit/backend/simd/gemm.hpp"
+#include "lemevit/backend/simd/math.hpp"
+#include "lemevit/backend/simd/pack.hpp"
+#include "lemevit/backend/simd/xsimd_compat.hpp"
+
+LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
+
+namespace lemevit::backend::simd {
+
+inline constexpr int kAttnScoreFloats = 4096;  // scores of one key block, key-major
+inline constexpr int kAttnQueryFloats = 4096;  // packed Q^T of a query panel
+inline constexpr int kAttnOutFloats = 4096;    // running outputs of a query panel
+inline constexpr int kAttnValueFloats = 4096;  // packed V block, when V needs padding
+
+// How one head_dim is processed on one instruction set: keys in blocks of
+// `key_block` (a multiple of the micro-kernel's rows), V read in place or
+// padded, and whether the fixed buffers fit (head_dim up to 128 on AVX-512,
+// 256 on AVX2 and NEON; larger head_dims take attention_query). Nothing here
+// depends on the number of queries or keys.
+template <class Arch>
+struct AttentionPlan {
+  using Tile = GemmTile<Arch>;
+  static constexpr int L = kLanes<Arch>;
+  static constexpr int MR = Tile::rows;
+  static constexpr int NV = Tile::vectors;
+
+  int hd = 0;
+  int value_vectors = 0;  // vectors per V panel: 1 when head_dim fits one vector
+  int value_panel = 0;    // head dims per V panel
+  int hdv = 0;            // head_dim rounded up to whole V panels
+  bool pack_values = false;  // V rows used in place unless head_dim needs padding
+  int key_block = 0;
+  bool blocked = false;  // false: head_dim too large for the buffers
+
+  explicit AttentionPlan(int head_dim) : hd(head_dim) {
+    value_vectors = head_dim <= L ? 1 : NV;
+    value_panel = value_vectors * L;
+    hdv = (head_dim + value_panel - 1) / value_panel * value_panel;
+    pack_values = hdv != head_dim;
+    key_block = kAttnScoreFloats / (NV * L);
+    if (pack_values) key_block = std::min(key_block, kAttnValueFloats / hdv);
+    key_block = key_block / MR * MR;
+    blocked = key_block >= MR && head_dim * NV * L <= kAttnQueryFloats &&
+              NV * L * hdv <= kAttnOutFloats;
+  }
+};
+
+// Scores of a key block in lane-per-query layout:
+//   s[j][q] = sum_d k[j][d] q[q][d]           (micro-kernel: rows keys, columns queries)
+// softmax per query, vectorised across the queries of the panel:
+//   t = scale s, m' = max(m, max_j t), p = exp(t - m'), alpha = exp(m - m'),
+//   l = alpha l + sum_j p                      (j ascending)
+// values:
+//   o[q][:] = alpha o[q][:] + sum_j p[j][q] v[j][:]   (rows queries, columns head dims)
+// One head h, queries [q0, q0 + nq), nq <= QV * lanes.
+template <class Arch, int QV>
+inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& plan, int h,
+                            int q0, int nq) {
+  using B = Batch<Arch>;
+  using Plan = AttentionPlan<Arch>;
+  constexpr int L = Plan::L, MR = Plan::MR, NV = Plan::NV;
+  constexpr int NQ = QV * L;  // queries per panel
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  alignas(64) float qt[kAttnQueryFloats];
+  alignas(64) float s[kAttnScoreFloats];
+  alignas(64) float o[kAttnOutFloats];
+  alignas(64) float vb[kAttnValueFloats];
+  alignas(64) float lsum[NQ], alpha[NQ];
+
+  const int hd = plan.hd, hdv = plan.hdv, kb = plan.key_block, nrv = plan.value_panel;
+  const int vpanels = hdv / nrv;
+  const std::ptrdiff_t off = std::ptrdiff_t(h) * hd;
+  // Q^T: head dims as rows, the panel's queries as columns (zero past nq).
+  transpose_into(a.q + std::ptrdiff_t(q0) * a.ldq + off, a.ldq, nq, NQ, hd, qt, NQ);
+  std::fill(o, o + NQ * hdv, 0.0f);
+  B m[QV], l[QV];
+  for (int v = 0; v < QV; ++v) {
+    m[v] = B(kNegInf);
+    l[v] = B(0.0f);
+  }
+  const B vscale(a.scale), vneginf(kNegInf), vzero(0.0f);
+
+  for (int j0 = 0; j0 < a.keys; j0 += kb) {
+    const int kc = std::min(kb, a.keys - j0);
+    // Scores, MR keys at a time.
+    for (int jt = 0; jt < kc; jt += MR) {
+      dispatch_rows<MR>(std::min(MR, kc - jt), [&](auto mc) {
+        constexpr int M = decltype(mc)::value;
+        micro_kernel<Arch, M, QV>(hd, a.k + std::ptrdiff_t(j0 + jt) * a.ldk + off, a.ldk, qt,
+                                  [&](int r, int v, B acc) {
+                                    acc.store_aligned(s + (jt + r) * NQ + v * L);
+                                  });
+      });
+    }
+    // Online softmax, one lane per query.
+    B mx[QV];
+    for (int v = 0; v < QV; ++v) mx[v] = vneginf;
+    for (int j = 0; j < kc; ++j)
+      for (int v = 0; v < QV; ++v) {
+        float* sp = s + j * NQ + v * L;
+        const B t = B::load_aligned(sp) * vscale;
+        t.store_aligned(sp);
+        mx[v] = xsimd::max(mx[v], t);
+      }
+    B sum[QV];
+    for (int v = 0; v < QV; ++v) {
+      const B m_new = xsimd::max(m[v], mx[v]);
+      const B al = xsimd::select(m[v] == vneginf, vzero, softmax_exp<Arch>(m[v] - m_new));
+      al.store_aligned(alpha + v * L);
+      m[v] = m_new;
+      sum[v] = vzero;
+    }
+    for (int j = 0; j < kc; ++j)
+      for (int v = 0; v < QV; ++v) {
+        float* sp = s + j * NQ + v * L;
+        const B p = softmax_exp<Arch>(B::load_aligned(sp) - m[v]);
+        p.store_aligned(sp);
+        sum[v] = sum[v] + p;
+      }
+    for (int v = 0; v < QV; ++v) l[v] = fmadd<Arch>(l[v], B::load_aligned(alpha + v * L), sum[v]);
+    // Values: V rows in place, or padded to whole panels.
+    const float* vrows = a.v + std::ptrdiff_t(j0) * a.ldv + off;
+    std::ptrdiff_t ldv = a.ldv;
+    if (plan.pack_values) {
+      for (int j = 0; j < kc; ++j) {
+        const float* src = vrows + std::ptrdiff_t(j) * a.ldv;
+        std::copy(src, src + hd, vb + j * hdv);
+        std::fill(vb + j * hdv + hd, vb + (j + 1) * hdv, 0.0f);
+      }
+      vrows = vb;
+      ldv = hdv;
+    }
+    for (int qr = 0; qr < nq; qr += MR) {
+      dispatch_rows<MR>(std::min(MR, nq - qr), [&](auto mc) {
+        constexpr int M = decltype(mc)::value;
+        for (int pp = 0; pp < vpanels; ++pp) {
+          auto epi = [&](int r, int v, B acc) {
+            float* op = o + (qr + r) * hdv + pp * nrv + v * L;
+            fmadd<Arch>(B::load_aligned(op), B(alpha[qr + r]), acc).store_aligned(op);
+          };
+          // P^T as A: element (query r, key j) at s[j * NQ + r].
+          if (plan.value_vectors == 1)
+            micro_kernel_strided<Arch, M, 1, false>(kc, s + qr, 1, NQ, vrows + pp * nrv, ldv, epi);
+          else
+            micro_kernel_strided<Arch, M, NV, false>(kc, s + qr, 1, NQ, vrows + pp * nrv, ldv,
+                                                     epi);
+        }
+      });
+    }
+  }
+  for (int v = 0; v < QV; ++v) l[v].store_aligned(lsum + v * L);
+  for (int i = 0; i < nq; ++i) {
+    float* dst = a.out + std::ptrdiff_t(q0 + i) * a.ldo + off;
+    const B vl(lsum[i]);
+    for (int d = 0; d < hd; d += L)
+      store_n<Arch>(dst + d, hd - d, B::load_aligned(o + i * hdv + d) / vl);
+  }
+}
+
+// Any head_dim: one query at a time, dot products over head dims, the running
+// output kept in the output row itself.
+template <class Arch>
+inline void attention_query(const AttentionArgs& a, int h, int i) {
+  using B = Batch<Arch>;
+  constexpr int L = kLanes<Arch>;
+  constexpr int kChunk = 64;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int hd = a.head_dim;
+  const std::ptrdiff_t off = std::ptrdiff_t(h) * hd;
+  const float* q = a.q + std::ptrdiff_t(i) * a.ldq + off;
+  float* o = a.out + std::ptrdiff_t(i) * a.ldo + off;
+  float p[kChunk];
+  float m = kNegInf, l = 0.0f;
+  for (int d = 0; d < hd; d += L) store_n<Arch>(o + d, hd - d, B(0.0f));
+  for (int j0 = 0; j0 < a.keys; j0 += kChunk) {
+    const int kc = std::min(kChunk, a.keys - j0);
+    float mx = kNegInf;
+    for (int j = 0; j < kc; ++j) {
+      const float* k = a.k + std::ptrdiff_t(j0 + j) * a.ldk + off;
+      B acc(0.0f);
+      for (int d = 0; d < hd; d += L)
+        acc = fmadd<Arch>(load_n<Arch>(q + d, hd - d), load_n<Arch>(k + d, hd - d), acc);
+      p[j] = reduce_add<Arch>(acc) * a.scale;
+      mx = std::max(mx, p[j]);
+    }
+    const float m_new = std::max(m, mx);
+    const float al = m == kNegInf ? 0.0f : std::exp(m - m_new);
+    float sum = 0.0f;
+    for (int j = 0; j < kc; ++j) {
+      p[j] = std::exp(p[j] - m_new);
+      sum += p[j];
+    }
+    for (int d = 0; d < hd; d += L) {
+      const int n = hd - d;
+      B acc = load_n<Arch>(o + d, n) * B(al);
+      for (int j = 0; j < kc; ++j)
+        acc = fmadd<Arch>(B(p[j]), load_n<Arch>(a.v + std::ptrdiff_t(j0 + j) * a.ldv + off + d, n),
+                          acc);
+      store_n<Arch>(o + d, n, acc);
+    }
+    l = l * al + sum;
+    m = m_new;
+  }
+  const B vl(l);
+  for (int d = 0; d < hd; d += L) store_n<Arch>(o + d, hd - d, load_n<Arch>(o + d, hd - d) / vl);
+}
+
+template <class Arch>
+inline void attention(const AttentionArgs& a) {
+  using Plan = AttentionPlan<Arch>;
+  if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
+  [[maybe_unused]] const double flops = 4.0 * a.queries * double(a.keys) * a.head_dim * a.heads;
+  const Plan plan(a.head_dim);
+  if (!plan.blocked) {
+    const int tasks = a.heads * a.queries;
+    LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic, 4) if (flops >= kParallelFlops && tasks > 1))
+    for (int t = 0; t < tasks; ++t) attention_query<Arch>(a, t / a.queries, t % a.queries);
+    return;
+  }
+  // Query panels of NV vectors, or of one vector when that is needed to give
+  // every thread work. A query's arithmetic is lane-wise, so the panel width
+  // does not change any result.
+  constexpr int L = Plan::L, NV = Plan::NV;
+  const int want = 2 * max_threads();
+  const bool narrow = NV > 1 && a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want;
+  const int nq = narrow ? L : NV * L;
+  const int panels = (a.queries + nq - 1) / nq;
+  const int tasks = a.heads * panels;
+  LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
+  for (int t = 0; t < tasks; ++t) {
+    const int h = t / panels, q0 = (t % panels) * nq;
+    if (narrow)
+      attention_panel<Arch, 1>(a, plan, h, q0, std::min(nq, a.queries - q0));
+    else
+      attention_panel<Arch, NV>(a, plan, h, q0, std::min(nq, a.queries - q0));
+  }
+}
+
+}  // namespace lemevit::backend::simd
+
+LEMEVIT_SIMD_DIAGNOSTICS_END

@@ -1,0 +1,618 @@
+// Every Simd<Arch> kernel against the Reference oracle, on seeded random data
+// at the model's real shapes and at awkward ones (tails), plus the
+// determinism contract: a row's result is bitwise the same whatever the
+// thread count, the number of rows in the call and the row's position.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "lemevit/backend/reference.hpp"
+#include "lemevit/backend/simd.hpp"
+
+// Every operator new of this program is counted: the kernels must not
+// allocate (only prepare_linear may, at load time).
+namespace {
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // malloc/free pairs below
+#endif
+void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  ++g_allocations;
+  const std::size_t al = std::size_t(a);
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace {
+
+using lemevit::AttentionArgs;
+using lemevit::Epilogue;
+using lemevit::Kernels;
+using Ref = Kernels<lemevit::backend::Reference>;
+
+// The instruction sets under test: the compiler's best; AVX2+FMA beside
+// AVX-512; SSE4.2 on x86 for the generic paths (no table erf, no FMA
+// instruction in xsimd).
+#if XSIMD_WITH_AVX512F && XSIMD_WITH_FMA3_AVX2
+#define LEMEVIT_TEST_ARCHS xsimd::default_arch, xsimd::fma3<xsimd::avx2>, xsimd::sse4_2
+#elif XSIMD_WITH_AVX2
+#define LEMEVIT_TEST_ARCHS xsimd::default_arch, xsimd::sse4_2
+#else
+#define LEMEVIT_TEST_ARCHS xsimd::default_arch
+#endif
+
+std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float lo = -1.0f,
+                                 float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// max |got - ref| <= rel * max |ref| over n floats.
+void require_close(const float* got, const float* ref, std::size_t n, double rel,
+                   const std::string& what) {
+  double max_err = 0.0, max_ref = 0.0;
+  std::size_t at = 0;
+  bool finite = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (std::isfinite(ref[i]) && !std::isfinite(got[i])) finite = false;
+    const double e = std::fabs(double(got[i]) - double(ref[i]));
+    if (e > max_err) {
+      max_err = e;
+      at = i;
+    }
+    max_ref = std::max(max_ref, std::fabs(double(ref[i])));
+  }
+  INFO(what << ": max error " << max_err << " at " << at << " (got " << got[at] << ", want "
+            << ref[at] << "), max |ref| " << max_ref);
+  REQUIRE(finite);
+  REQUIRE(max_err <= rel * max_ref);
+}
+
+void require_close(const std::vector<float>& got, const std::vector<float>& ref, double rel,
+                   const std::string& what) {
+  REQUIRE(got.size() == ref.size());
+  require_close(got.data(), ref.data(), got.size(), rel, what);
+}
+
+bool same_bits(const float* a, const float* b, std::size_t n) {
+  return std::memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+int default_threads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void set_threads(int n) {
+#if defined(_OPENMP)
+  omp_set_num_threads(n);
+#else
+  (void)n;
+#endif
+}
+
+// Restores the thread count at the end of a test.
+struct ThreadGuard {
+  int saved = default_threads();
+  ~ThreadGuard() { set_threads(saved); }
+};
+
+const int kThreadCounts[] = {1, 2, 3};
+
+template <class Arch>
+std::string arch_name() {
+  return Arch::name();
+}
+
+std::string epilogue_name(Epilogue e) {
+  switch (e) {
+    case Epilogue::Store: return "store";
+    case Epilogue::Gelu: return "gelu";
+    case Epilogue::Accumulate: return "accumulate";
+  }
+  return "?";
+}
+
+// ---------------------------------------------------------------- GELU / erf
+
+TEMPLATE_TEST_CASE("vector erf and softmax exp are accurate", "[simd][gelu]",
+                   LEMEVIT_TEST_ARCHS) {
+  using B = xsimd::batch<float, TestType>;
+  constexpr int L = int(B::size);
+  // Every 509th float bit pattern (both signs, all exponents), then a dense
+  // grid over the part of the range where erf is not +-1.
+  std::vector<float> xs;
+  for (std::uint64_t u = 0; u < (std::uint64_t(1) << 32); u += 509) {
+    const std::uint32_t bits = std::uint32_t(u);
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (std::isfinite(f)) xs.push_back(f);
+  }
+  for (int i = -600000; i <= 600000; ++i) xs.push_back(float(i) * 1e-5f);
+  while (xs.size() % L) xs.push_back(0.0f);
+  std::vector<float> got(xs.size());
+  for (std::size_t i = 0; i < xs.size(); i += L)
+    lemevit::backend::simd::erf<TestType>(B::load_unaligned(xs.data() + i))
+        .store_unaligned(got.data() + i);
+  double max_err = 0.0, max_rel = 0.0;
+  float worst = 0.0f, worst_rel = 0.0f;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double want = std::erf(double(xs[i]));
+    const double e = std::fabs(double(got[i]) - want);
+    if (e > max_err) {
+      max_err = e;
+      worst = xs[i];
+    }
+    if (want != 0.0 && std::fabs(want) > 1e-37 && e / std::fabs(want) > max_rel) {
+      max_rel = e / std::fabs(want);
+      worst_rel = xs[i];
+    }
+  }
+  INFO(arch_name<TestType>() << ": erf max abs error " << max_err << " at " << worst
+                             << ", max relative error " << max_rel << " at " << worst_rel);
+  REQUIRE(max_err < 1e-6);
+  REQUIRE(max_err < 1e-7);   // measured 6.7e-8 (table erf), 9e-8 (xsimd::erf)
+  REQUIRE(max_rel < 3e-7);   // a few ulp everywhere, tiny arguments included
+
+  // softmax_exp over its range (x <= 0, and on to 88.37): relative error.
+  std::vector<float> es;
+  for (int i = -1000000; i <= 883700; ++i) es.push_back(float(i) * 1e-4f);
+  while (es.size() % L) es.push_back(0.0f);
+  std::vector<float> eg(es.size());
+  for (std::size_t i = 0; i < es.size(); i += L)
+    lemevit::backend::simd::softmax_exp<TestType>(B::load_unaligned(es.data() + i))
+        .store_unaligned(eg.data() + i);
+  double exp_rel = 0.0;
+  for (std::size_t i = 0; i < es.size(); ++i) {
+    const double want = std::exp(double(es[i]));
+    if (want < 1.2e-38) {  // no subnormal results
+      if (eg[i] != 0.0f && es[i] < -87.34f) exp_rel = 1.0;
+      continue;
+    }
+    exp_rel = std::max(exp_rel, std::fabs(eg[i] - want) / want);
+  }
+  INFO(arch_name<TestType>() << ": exp max relative error " << exp_rel);
+  REQUIRE(exp_rel < 2.5e-7);  // about 2 ulp
+}
+
+TEMPLATE_TEST_CASE("gelu matches the exact erf GELU", "[simd][gelu]", LEMEVIT_TEST_ARCHS) {
+  using S = Kernels<lemevit::backend::Simd<TestType>>;
+  for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(7), std::size_t(33),
+                        std::size_t(100003)}) {
+    auto x = random_vector(n, 11 + std::uint32_t(n), -8.0f, 8.0f);
+    for (std::size_t i = 0; i < n; i += 17) x[i] *= 100.0f;  // far tails
+    auto want = x, got = x;
+    Ref::gelu(want.data(), n);
+    S::gelu(got.data(), n);
+    double max_err = 0.0;
+    for (std::size_t i = 0; i < n; ++i)
+      max_err = std::max(max_err, std::fabs(double(got[i]) - want[i]) /
+                                      std::max(1.0, std::fabs(double(x[i]))));
+    INFO(arch_name<TestType>() << " n " << n << ": max error " << max_err);
+    REQUIRE(max_err < 1e-6);
+  }
+  // Against GELU in double on a dense grid.
+  std::vector<float> x;
+  for (int i = -100000; i <= 100000; ++i) x.push_back(float(i) * 1e-4f);
+  auto got = x;
+  S::gelu(got.data(), got.size());
+  double max_err = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const double want = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+    max_err = std::max(max_err, std::fabs(got[i] - want) / std::max(1.0, std::fabs(v)));
+  }
+  INFO(arch_name<TestType>() << ": gelu vs double max error " << max_err);
+  REQUIRE(max_err < 1e-6);
+}
+
+// ---------------------------------------------------------------- linear
+
+struct LinearShape {
+  int rows, in, out;
+};
+
+template <class Arch>
+void check_linear(const LinearShape& s, Epilogue e, bool with_bias, int ldx_pad, int ldy_pad,
+                  std::uint32_t seed) {
+  using S = Kernels<lemevit::backend::Simd<Arch>>;
+  const int ldx = s.in + ldx_pad, ldy = s.out + ldy_pad;
+  const auto x = random_vector(std::size_t(s.rows) * ldx, seed);
+  const auto w = random_vector(std::size_t(s.out) * s.in, seed + 1);
+  const auto b = random_vector(std::size_t(s.out), seed + 2);
+  const auto y0 = random_vector(std::size_t(s.rows) * ldy, seed + 3);
+  Ref::LinearWeights rw;
+  Ref::prepare_linear(w.data(), with_bias ? b.data() : nullptr, s.out, s.in, rw);
+  typename S::LinearWeights sw;
+  S::prepare_linear(w.data(), with_bias ? b.data() : nullptr, s.out, s.in, sw);
+  auto want = y0, got = y0;
+  Ref::linear(x.data(), s.rows, ldx, rw, want.data(), ldy, e);
+  S::linear(x.data(), s.rows, ldx, sw, got.data(), ldy, e);
+  std::ostringstream what;
+  what << arch_name<Arch>() << " linear rows " << s.rows << " in " << s.in << " out " << s.out
+       << " " << epilogue_name(e) << (with_bias ? " bias" : " no bias") << " ldx " << ldx
+       << " ldy " << ldy;
+  require_close(got, want, 1e-5, what.str());
+  // Padding columns of y are untouched.
+  for (int r = 0; r < s.rows; ++r)
+    for (int c = s.out; c < ldy; ++c)
+      REQUIRE(got[std::size_t(r) * ldy + c] == y0[std::size_t(r) * ldy + c]);
+}
+
+TEMPLATE_TEST_CASE("linear matches the reference at the model's shapes", "[simd][linear]",
+                   LEMEVIT_TEST_ARCHS) {
+  // (rows, in, out): MLPs, fused projections, im2col convolutions, heads.
+  const LinearShape shapes[] = {
+      {3136, 64, 256},  {3136, 256, 64},  {3136, 64, 192}, {784, 128, 512}, {784, 512, 128},
+      {196, 192, 768},  {196, 768, 192},  {49, 320, 960},  {49, 1280, 320}, {16, 64, 256},
+      {16, 256, 64},    {16, 384, 1536},  {12544, 27, 32}, {3136, 288, 64}, {196, 1152, 192},
+      {49, 1728, 320},  {49, 2880, 384},  {1, 320, 1000},  {8, 512, 4},     {128, 96, 288}};
+  std::uint32_t seed = 100;
+  for (const auto& s : shapes) {
+    const Epilogue e = seed % 3 == 0 ? Epilogue::Store
+                                     : (seed % 3 == 1 ? Epilogue::Gelu : Epilogue::Accumulate);
+    check_linear<TestType>(s, e, true, 0, 0, seed);
+    seed += 7;
+  }
+}
+
+TEMPLATE_TEST_CASE("linear handles tails, strides, epilogues and a missing bias",
+                   "[simd][linear]", LEMEVIT_TEST_ARCHS) {
+  const int rows[] = {1, 5, 17, 31};
+  const int dims[] = {1, 7, 27, 33, 64};
+  std::uint32_t seed = 1000;
+  for (int r : rows)
+    for (int in : dims)
+      for (int out : dims)
+        for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
+          check_linear<TestType>({r, in, out}, e, seed % 2 == 0, int(seed % 3), int(seed % 5),
+                                 seed);
+          ++seed;
+        }
+}
+
+// Runs Simd linear on rows [r0, r0 + n) of x, with the given thread count, and
+// returns those rows of y. `shift` moves the copy of x by that many floats
+// (alignment must not matter either).
+template <class Arch>
+std::vector<float> linear_rows(const std::vector<float>& x, int in, int r0, int n, int shift,
+                               const typename Kernels<lemevit::backend::Simd<Arch>>::LinearWeights& w,
+                               const std::vector<float>& y0, int out, Epilogue e, int threads) {
+  using S = Kernels<lemevit::backend::Simd<Arch>>;
+  std::vector<float> xs(std::size_t(n) * in + shift);
+  std::copy(x.begin() + std::ptrdiff_t(r0) * in, x.begin() + std::ptrdiff_t(r0 + n) * in,
+            xs.begin() + shift);
+  std::vector<float> y(y0.begin() + std::ptrdiff_t(r0) * out,
+                       y0.begin() + std::ptrdiff_t(r0 + n) * out);
+  set_threads(threads);
+  S::linear(xs.data() + shift, n, in, w, y.data(), out, e);
+  return y;
+}
+
+TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][determinism]",
+                   LEMEVIT_TEST_ARCHS) {
+  using S = Kernels<lemevit::backend::Simd<TestType>>;
+  ThreadGuard guard;
+  const LinearShape shapes[] = {{3136, 64, 256}, {53, 192, 96}, {40, 2880, 33}, {16, 320, 1000}};
+  std::uint32_t seed = 5000;
+  for (const auto& s : shapes) {
+    const auto x = random_vector(std::size_t(s.rows) * s.in, seed);
+    const auto w = random_vector(std::size_t(s.out) * s.in, seed + 1);
+    const auto b = random_vector(std::size_t(s.out), seed + 2);
+    const auto y0 = random_vector(std::size_t(s.rows) * s.out, seed + 3);
+    typename S::LinearWeights sw;
+    S::prepare_linear(w.data(), b.data(), s.out, s.in, sw);
+    for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
+      const auto full = linear_rows<TestType>(x, s.in, 0, s.rows, 0, sw, y0, s.out, e, 1);
+      // (first row, row count, shift) of the sub-calls.
+      const int subs[][3] = {{0, 1, 0},   {1, 1, 1},   {s.rows - 1, 1, 3}, {3, 5, 0},
+                             {7, 13, 2},  {2, 17, 0},  {0, s.rows, 5},     {s.rows / 2, s.rows / 2, 1},
+                             {11, 6, 0},  {13, 12, 7}};
+      for (int threads : kThreadCounts) {
+        for (const auto& sub : subs) {
+          const int r0 = sub[0], n = std::min(sub[1], s.rows - sub[0]);
+          if (n <= 0) continue;
+          const auto part = linear_rows<TestType>(x, s.in, r0, n, sub[2], sw, y0, s.out, e, threads);
+          INFO(arch_name<TestType>() << " rows " << s.rows << " in " << s.in << " out " << s.out
+                                     << " " << epilogue_name(e) << ": rows [" << r0 << ", "
+                                     << r0 + n << ") on " << threads << " threads");
+          REQUIRE(same_bits(part.data(), full.data() + std::size_t(r0) * s.out,
+                            std::size_t(n) * s.out));
+        }
+      }
+    }
+    seed += 10;
+  }
+}
+
+TEMPLATE_TEST_CASE("fused GELU equals store then gelu", "[simd][linear][gelu]",
+                   LEMEVIT_TEST_ARCHS) {
+  using S = Kernels<lemevit::backend::Simd<TestType>>;
+  const int rows = 29, in = 40, out = 45;
+  const auto x = random_vector(std::size_t(rows) * in, 77, -3.0f, 3.0f);
+  const auto w = random_vector(std::size_t(out) * in, 78);
+  const auto b = random_vector(std::size_t(out), 79);
+  typename S::LinearWeights sw;
+  S::prepare_linear(w.data(), b.data(), out, in, sw);
+  std::vector<float> fused(std::size_t(rows) * out), split(fused.size());
+  S::linear(x.data(), rows, in, sw, fused.data(), out, Epilogue::Gelu);
+  S::linear(x.data(), rows, in, sw, split.data(), out, Epilogue::Store);
+  S::gelu(split.data(), split.size());
+  REQUIRE(same_bits(fused.data(), split.data(), fused.size()));
+}
+
+// ---------------------------------------------------------------- layer_norm
+
+TEMPLATE_TEST_CASE("layer_norm matches the reference", "[simd][layer_norm]",
+                   LEMEVIT_TEST_ARCHS) {
+  using S = Kernels<lemevit::backend::Simd<TestType>>;
+  ThreadGuard guard;
+  const int shapes[][2] = {{3136, 64}, {784, 128}, {196, 320}, {16, 384}, {16, 512}, {49, 1280},
+                           {1, 1},     {3, 2},     {5, 7},     {17, 27},  {1, 33},   {4, 100}};
+  std::uint32_t seed = 300;
+  for (const auto& s : shapes) {
+    const int rows = s[0], dim = s[1];
+    // An offset mean checks the two-pass variance.
+    const auto x = random_vector(std::size_t(rows) * dim, seed, 2.0f, 4.0f);
+    const auto g = random_vector(std::size_t(dim), seed + 1, 0.5f, 1.5f);
+    const auto bt = random_vector(std::size_t(dim), seed + 2);
+    for (float eps : {1e-6f, 1e-5f}) {
+      std::vector<float> want(x.size()), got(x.size());
+      Ref::layer_norm(x.data(), rows, dim, g.data(), bt.data(), eps, want.data());
+      S::layer_norm(x.data(), rows, dim, g.data(), bt.data(), eps, got.data());
+      std::ostringstream what;
+      what << arch_name<TestType>() << " layer_norm rows " << rows << " dim " << dim;
+      if (dim > 1) require_close(got, want, 1e-5, what.str());
+      // In place gives the same bits.
+      auto inplace = x;
+      S::layer_norm(inplace.data(), rows, dim, g.data(), bt.data(), eps, inplace.data());
+      REQUIRE(same_bits(inplace.data(), got.data(), got.size()));
+      // Rows alone, other thread counts: the same bits.
+      for (int threads : kThreadCounts) {
+        set_threads(threads);
+        for (int r : {0, rows / 2, rows - 1}) {
+          std::vector<float> one(static_cast<std::size_t>(dim));
+          S::layer_norm(x.data() + std::size_t(r) * dim, 1, dim, g.data(), bt.data(), eps,
+                        one.data());
+          REQUIRE(same_bits(one.data(), got.data() + std::size_t(r) * dim, std::size_t(dim)));
+        }
+        std::vector<float> again(x.size());
+        S::layer_norm(x.data(), rows, dim, g.data(), bt.data(), eps, again.data());
+        REQUIRE(same_bits(again.data(), got.data(), got.size()));
+      }
+    }
+    seed += 3;
+  }
+}
+
+// ---------------------------------------------------------------- depthwise conv
+
+TEMPLATE_TEST_CASE("depthwise_conv3x3_residual matches the reference", "[simd][dwconv]",
+                   LEMEVIT_TEST_ARCHS) {
+  using S = Kernels<lemevit::backend::Simd<TestType>>;
+  ThreadGuard guard;
+  const int shapes[][3] = {{56, 56, 64}, {28, 28, 128}, {14, 14, 192}, {7, 7, 320}, {56, 56, 96},
+                           {1, 1, 7},    {3, 5, 27},    {2, 1, 33},    {1, 4, 1},   {9, 3, 17}};
+  std::uint32_t seed = 700;
+  for (const auto& s : shapes) {
+    const int h = s[0], w = s[1], c = s[2];
+    const auto x = random_vector(std::size_t(h) * w * c, seed);
+    const auto k = random_vector(std::size_t(9) * c, seed + 1);
+    const auto b = random_vector(std::size_t(c), seed + 2);
+    std::vector<float> want(x.size()), got(x.size());
+    Ref::depthwise_conv3x3_residual(x.data(), h, w, c, k.data(), b.data(), want.data());
+    S::depthwise_conv3x3_residual(x.data(), h, w, c, k.data(), b.data(), got.data());
+    std::ostringstream what;
+    what << arch_name<TestType>() << " dwconv " << h << "x" << w << "x" << c;
+    require_close(got, want, 1e-5, what.str());
+    for (int threads : kThreadCounts) {
+      set_threads(threads);
+      std::vector<float> again(x.size());
+      S::depthwise_conv3x3_residual(x.data(), h, w, c, k.data(), b.data(), again.data());
+      REQUIRE(same_bits(again.data(), got.data(), got.size()));
+    }
+    seed += 3;
+  }
+}
+
+// ---------------------------------------------------------------- attention
+
+struct AttentionCase {
+  int queries, keys, heads, head_dim;
+  float scale;
+  bool fused;  // q, k, v as strided views into one (rows, 3 C) projection
+};
+
+// Inputs of one attention call, q/k/v either separate or views into fused
+// projections (q from one buffer, k and v from another, as in cross attention).
+struct AttentionData {
+  std::vector<float> qbuf, kvbuf, out;
+  AttentionArgs args{};
+};
+
+AttentionData make_attention(const AttentionCase& c, std::uint32_t seed, float magnitude) {
+  AttentionData d;
+  const int C = c.heads * c.head_dim;
+  const int ldq = c.fused ? 3 * C + 1 : C;
+  const int ldkv = c.fused ? 2 * C + 3 : 2 * C;
+  d.qbuf = random_vector(std::size_t(c.queries) * ldq, seed, -magnitude, magnitude);
+  d.kvbuf = random_vector(std::size_t(c.keys) * ldkv, seed + 1, -magnitude, magnitude);
+  const int ldo = c.fused ? C + 2 : C;
+  d.out = random_vector(std::size_t(c.queries) * ldo, seed + 2);  // padding must survive
+  const int qoff = c.fused ? C : 0;
+  d.args = AttentionArgs{d.qbuf.data() + qoff, d.kvbuf.data(), d.kvbuf.data() + C, ldq, ldkv,
+                         ldkv, c.queries, c.keys, c.heads, c.head_dim, c.scale, d.out.data(),
+                         ldo};
+  return d;
+}
+
+template <class Arch>
+void check_attention(const AttentionCase& c, std::uint32_t seed, float magnitude = 1.0f) {
+  using S = Kernels<lemevit::backend::Simd<Arch>>;
+  AttentionData want = make_attention(c, seed, magnitude);
+  AttentionData got = make_attention(c, seed, magnitude);
+  Ref::attention(want.args);
+  S::attention(got.args);
+  std::ostringstream what;
+  what << arch_name<Arch>() << " attention queries " << c.queries << " keys " << c.keys
+       << " heads " << c.heads << " head_dim " << c.head_dim << " scale " << c.scale
+       << (c.fused ? " strided" : "") << " magnitude " << magnitude;
+  require_close(got.out, want.out, 1e-5, what.str());
+}
+
+TEMPLATE_TEST_CASE("attention matches the reference at the model's shapes",
+                   "[simd][attention]", LEMEVIT_TEST_ARCHS) {
+  const AttentionCase cases[] = {
+      {3136, 16, 2, 32, 0.0431f, true},  // dual cross attention, x branch (tiny stage 1)
+      {16, 3136, 2, 32, 0.125f, true},   // c branch, cross attention
+      {784, 16, 4, 32, 0.0368f, true},   // stage 2, x branch
+      {16, 784, 4, 32, 0.0884f, false},  // stage 2, c branch
+      {784, 784, 3, 32, 0.1768f, true},  // self attention (vit_tiny stage 2)
+      {196, 196, 6, 32, 0.1768f, true},  {49, 49, 10, 32, 0.1768f, true},
+      {16, 16, 10, 32, 0.1768f, false},  {16, 16, 12, 32, 0.1768f, true}};
+  std::uint32_t seed = 900;
+  for (const auto& c : cases) check_attention<TestType>(c, seed += 5);
+}
+
+TEMPLATE_TEST_CASE("attention on 3136 x 3136 self attention", "[simd][attention][slow]",
+                   LEMEVIT_TEST_ARCHS) {
+  check_attention<TestType>({3136, 3136, 1, 32, 0.1768f, true}, 950);
+}
+
+TEMPLATE_TEST_CASE("attention handles tails, head sizes and large logits",
+                   "[simd][attention]", LEMEVIT_TEST_ARCHS) {
+  std::uint32_t seed = 2000;
+  for (int hd : {1, 7, 16, 32, 33, 64})
+    for (int q : {1, 5, 17})
+      for (int k : {1, 3, 16, 100, 129, 300}) {
+        const int heads = hd >= 32 ? 2 : 3;
+        check_attention<TestType>({q, k, heads, hd, 1.0f / std::sqrt(float(hd)), (seed % 2) == 0},
+                                  seed);
+        ++seed;
+      }
+  // Large logits: softmax must stay stable (online maximum).
+  check_attention<TestType>({17, 300, 2, 32, 1.0f, true}, 2900, 4.0f);
+  check_attention<TestType>({40, 1000, 1, 32, 0.5f, false}, 2901, 3.0f);
+  // Head sizes past the blocked path's buffers (one query at a time).
+  check_attention<TestType>({5, 70, 2, 300, 0.05f, true}, 2902);
+  check_attention<TestType>({3, 20, 1, 1000, 0.03f, false}, 2903);
+}
+
+template <class Arch>
+std::vector<float> attention_rows(const AttentionCase& c, const AttentionData& d, int q0, int n,
+                                  int threads) {
+  using S = Kernels<lemevit::backend::Simd<Arch>>;
+  AttentionArgs a = d.args;
+  std::vector<float> out(std::size_t(n) * a.ldo, 0.0f);
+  a.q += std::ptrdiff_t(q0) * a.ldq;
+  a.queries = n;
+  a.out = out.data();
+  set_threads(threads);
+  S::attention(a);
+  (void)c;
+  return out;
+}
+
+TEMPLATE_TEST_CASE("attention is bitwise deterministic per query",
+                   "[simd][attention][determinism]", LEMEVIT_TEST_ARCHS) {
+  ThreadGuard guard;
+  const AttentionCase cases[] = {{3136, 16, 2, 32, 0.0431f, true},
+                                 {16, 3136, 2, 32, 0.125f, true},
+                                 {100, 300, 3, 16, 0.25f, false},
+                                 {37, 45, 2, 33, 0.17f, true},
+                                 {9, 20, 1, 300, 0.05f, false}};
+  std::uint32_t seed = 4000;
+  for (const auto& c : cases) {
+    const AttentionData d = make_attention(c, seed += 3, 1.0f);
+    const auto full = attention_rows<TestType>(c, d, 0, c.queries, 1);
+    const int ldo = d.args.ldo, C = c.heads * c.head_dim;
+    const int subs[][2] = {{0, 1}, {c.queries - 1, 1}, {1, 5}, {3, 13}, {2, 7}, {0, c.queries}};
+    for (int threads : kThreadCounts)
+      for (const auto& sub : subs) {
+        const int q0 = sub[0], n = std::min(sub[1], c.queries - sub[0]);
+        if (n <= 0) continue;
+        const auto part = attention_rows<TestType>(c, d, q0, n, threads);
+        INFO(arch_name<TestType>() << " queries " << c.queries << " keys " << c.keys
+                                   << ": queries [" << q0 << ", " << q0 + n << ") on " << threads
+                                   << " threads");
+        for (int i = 0; i < n; ++i)
+          REQUIRE(same_bits(part.data() + std::size_t(i) * ldo,
+                            full.data() + std::size_t(q0 + i) * ldo, std::size_t(C)));
+      }
+  }
+}
+
+// ---------------------------------------------------------------- allocation
+
+TEMPLATE_TEST_CASE("kernels do not allocate", "[simd][allocation]", LEMEVIT_TEST_ARCHS) {
+  using S = Kernels<lemevit::backend::Simd<TestType>>;
+  ThreadGuard guard;
+  const int rows = 200, in = 96, out = 136;
+  const auto x = random_vector(std::size_t(rows) * in, 1);
+  const auto w = random_vector(std::size_t(out) * in, 2);
+  const auto b = random_vector(std::size_t(out), 3);
+  auto y = random_vector(std::size_t(rows) * out, 4);
+  typename S::LinearWeights sw;
+  S::prepare_linear(w.data(), b.data(), out, in, sw);
+  auto img = random_vector(std::size_t(20) * 20 * 40, 5), img_out = img;
+  const auto kw = random_vector(9 * 40, 6);
+  AttentionData blocked = make_attention({300, 500, 2, 32, 0.2f, true}, 7, 1.0f);
+  AttentionData generic = make_attention({20, 70, 1, 300, 0.05f, false}, 8, 1.0f);
+  for (int threads : kThreadCounts) {
+    set_threads(threads);
+    const long before = g_allocations.load();
+    for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate})
+      S::linear(x.data(), rows, in, sw, y.data(), out, e);
+    S::layer_norm(x.data(), rows, in, b.data(), b.data(), 1e-6f, y.data());
+    S::gelu(y.data(), y.size());
+    S::depthwise_conv3x3_residual(img.data(), 20, 20, 40, kw.data(), b.data(), img_out.data());
+    S::attention(blocked.args);
+    S::attention(generic.args);
+    const long after = g_allocations.load();
+    INFO(arch_name<TestType>() << " on " << threads << " threads");
+    REQUIRE(after == before);
+  }
+}
+
+}  // namespace
