@@ -57,6 +57,25 @@ class Cli(unittest.TestCase):
         self.assertEqual(got.shape, want.shape)
         self.assertLess(np.abs(got - want).max() / np.abs(want).max(), 1e-4)
 
+    def test_infer_peak_memory_is_weights_plus_activations_plus_30mb(self):
+        weights = os.path.join(FIXTURES, "tiny_224.safetensors")
+        out = os.path.join(WORK, "tiny.logits.npy")
+        # A fresh interpreter whose only child is `lemevit infer`, so that
+        # RUSAGE_CHILDREN's max RSS is that process's peak.
+        probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+                 "capture_output=True); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        p = subprocess.run([sys.executable, "-c", probe, BIN, "infer", "--weights", weights, "--input",
+                            os.path.join(FIXTURES, "tiny_224.input.npy"), "--output", out, "--verbose"],
+                           capture_output=True, text=True, check=True)
+        peak_mb = int(p.stdout.split()[-1]) / 1024.0
+        info = run("infer", "--weights", weights, "--input", os.path.join(FIXTURES, "tiny_224.input.npy"),
+                   "--output", out, "--verbose").stderr
+        activations_mb = float(info.split("MiB per image, ")[1].split(" MiB")[0]) * 1.048576
+        weights_mb = os.path.getsize(weights) / 1e6
+        print("\nlemevit infer tiny (batch 2): peak RSS %.1f MB, weights %.1f MB, activations %.1f MB"
+              % (peak_mb * 1.048576, weights_mb, activations_mb), file=sys.stderr)
+        self.assertLessEqual(peak_mb * 1.048576, weights_mb + activations_mb + 30)
+
     def test_classify_matches_pytorch(self):
         model, prep = bundled_torch_model()
         paths = sample_paths()
