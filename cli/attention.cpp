@@ -55,7 +55,7 @@ float sample(const std::vector<float>& g, int h, int w, float y, float x) {
 int attention(int argc, char** argv) {
   auto valued = kPreprocessFlags;
   valued.insert({"--weights", "-o", "--output", "--meta-tokens", "--block", "--size", "--alpha", "--threads",
-                 "--dca-scale"});
+                 "--dca-scale", "--device"});
   Args args("attention", argc, argv, valued, {"--help"});
   if (args.has("--help")) {
     std::cout << kHelp << "\n" << kPreprocessHelp;
@@ -75,7 +75,9 @@ int attention(int argc, char** argv) {
     if (!(alpha >= 0 && alpha <= 1)) args.fail("--alpha must be a number in [0, 1]");
   }
   set_threads(args);
-  auto model = load_model(weights_path(args), load_options(args));
+  if (device(args) != Device::Cpu)
+    args.fail("attention maps are read on the host: use --device cpu (the default)");
+  auto model = open_model(args, weights_path(args));
   const auto pp = preprocessing(args, *model);
 
   lemevit::AttentionMaps maps;

@@ -21,6 +21,7 @@ constexpr const char* kHelp =
     "Times the forward pass on random input after warm-up and reports the median.\n"
     "  --batch       images per forward pass (default 1)\n"
     "  --threads     OpenMP threads (default: all cores)\n"
+    "  --device      cpu (default) or cuda (when built with the CUDA backend)\n"
     "  --iterations  timed passes (default 10)\n"
     "  --warmup      untimed passes first (default 2)\n"
     "  --json        also write the result as JSON to FILE, or to stdout with '-'\n";
@@ -28,7 +29,7 @@ constexpr const char* kHelp =
 
 int bench(int argc, char** argv) {
   Args args("bench", argc, argv,
-            {"--weights", "--batch", "--threads", "--iterations", "--warmup", "--json", "--dca-scale"},
+            {"--weights", "--batch", "--threads", "--iterations", "--warmup", "--json", "--dca-scale", "--device"},
             {"--help"});
   if (args.has("--help")) {
     std::cout << kHelp;
@@ -40,7 +41,7 @@ int bench(int argc, char** argv) {
   const int iterations = args.integer("--iterations", 10, 1, 1000000);
   const int warmup = args.integer("--warmup", 2, 0, 1000000);
   set_threads(args);
-  auto model = load_model(weights, load_options(args));
+  auto model = open_model(args, weights);
   const std::size_t image = std::size_t(model->channels()) * model->height() * model->width();
   std::vector<float> x(image * batch), y(std::size_t(batch) * model->num_classes());
   std::mt19937 gen(0);

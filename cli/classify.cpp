@@ -37,7 +37,7 @@ std::vector<double> softmax(const float* logits, int n) {
 
 int classify(int argc, char** argv) {
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "--top-k", "--batch", "--threads", "--json", "--dca-scale"});
+  valued.insert({"--weights", "--top-k", "--batch", "--threads", "--json", "--dca-scale", "--device"});
   Args args("classify", argc, argv, valued, {"--help"});
   if (args.has("--help")) {
     std::cout << kHelp << "\n" << kPreprocessHelp;
@@ -46,7 +46,7 @@ int classify(int argc, char** argv) {
   const auto& paths = args.positional();
   if (paths.empty()) args.fail("no images given");
   set_threads(args);
-  auto model = load_model(weights_path(args), load_options(args));
+  auto model = open_model(args, weights_path(args));
   const auto pp = preprocessing(args, *model);
   const auto names = class_names(*model);
   const int k = std::min(args.integer("--top-k", 3, 1, 1 << 20), model->num_classes());

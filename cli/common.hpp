@@ -9,6 +9,7 @@
 #include <lemevit/metadata.hpp>
 
 #include "args.hpp"
+#include "models.hpp"
 
 namespace cli {
 
@@ -30,6 +31,18 @@ inline lemevit::LoadOptions load_options(const Args& args) {
     else args.fail("--dca-scale must be official or head_dim, got '" + s + "'");
   }
   return o;
+}
+
+inline Device device(const Args& args) {
+  const std::string d = args.get("--device", "cpu");
+  if (d == "cpu") return Device::Cpu;
+  if (d == "cuda") return Device::Cuda;
+  args.fail("--device must be cpu or cuda, got '" + d + "'");
+}
+
+// The model of --weights (or `path`) on --device with --dca-scale applied.
+inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path) {
+  return load_model(path, load_options(args), device(args));
 }
 
 inline const char* scale_name(lemevit::DcaScale s) {

@@ -114,7 +114,7 @@ void progress(std::size_t done, std::size_t total, double seconds) {
 int evaluate(int argc, char** argv) {
   World world;
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale"});
+  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device"});
   Args args("evaluate", argc, argv, valued, {"--strict", "--help"});
   if (args.has("--help")) {
     if (world.rank == 0) std::cout << kHelp << "\n" << kPreprocessHelp;
@@ -125,7 +125,7 @@ int evaluate(int argc, char** argv) {
   const int max_batch = args.integer("--batch", 32, 1, 4096);
   const bool strict = args.has("--strict");
   set_threads(args);
-  auto model = load_model(weights_path(args), load_options(args));
+  auto model = open_model(args, weights_path(args));
   const auto pp = preprocessing(args, *model);
   std::vector<std::string> classes;
   const auto samples = scan(root, classes);

@@ -23,7 +23,7 @@ constexpr const char* kHelp =
 
 int features(int argc, char** argv) {
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "-o", "--output", "--stages", "--threads", "--dca-scale"});
+  valued.insert({"--weights", "-o", "--output", "--stages", "--threads", "--dca-scale", "--device"});
   Args args("features", argc, argv, valued, {"--help"});
   if (args.has("--help")) {
     std::cout << kHelp << "\n" << kPreprocessHelp;
@@ -33,7 +33,7 @@ int features(int argc, char** argv) {
   if (paths.empty()) args.fail("no images given");
   const std::string dir = args.has("-o") ? args.get("-o") : args.required("--output");
   set_threads(args);
-  auto model = load_model(weights_path(args), load_options(args));
+  auto model = open_model(args, weights_path(args));
   const auto pp = preprocessing(args, *model);
   std::vector<bool> wanted(model->num_stages(), !args.has("--stages"));
   if (args.has("--stages")) {

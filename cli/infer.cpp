@@ -19,12 +19,13 @@ constexpr const char* kHelp =
     "  --input      float32 array N x C x H x W, already preprocessed\n"
     "  --output     where to write the float32 logits, N x classes\n"
     "  --threads    OpenMP threads (default: all cores)\n"
+    "  --device     cpu (default) or cuda (when built with the CUDA backend)\n"
     "  --dca-scale  override the dual-cross-attention scale recorded in the file\n"
     "  --verbose    print the model, its activation memory and the timing to stderr\n";
 }  // namespace
 
 int infer(int argc, char** argv) {
-  Args args("infer", argc, argv, {"--weights", "--input", "--output", "--threads", "--dca-scale"},
+  Args args("infer", argc, argv, {"--weights", "--input", "--output", "--threads", "--dca-scale", "--device"},
             {"--verbose", "--help"});
   if (args.has("--help")) {
     std::cout << kHelp;
@@ -35,7 +36,7 @@ int infer(int argc, char** argv) {
   const std::string input = args.required("--input");
   const std::string output = args.required("--output");
   set_threads(args);
-  auto model = load_model(weights, load_options(args));
+  auto model = open_model(args, weights);
   const auto x = lemevit::io::read_npy(input);
   const std::vector<std::int64_t> want{std::int64_t(model->channels()), std::int64_t(model->height()), std::int64_t(model->width())};
   if (x.shape.size() != 4 || x.shape[0] < 1 || x.shape[0] > (1 << 20) ||

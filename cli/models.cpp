@@ -1,25 +1,41 @@
-// Every official variant at 224x224 RGB and the bundled Fashion-MNIST model,
-// class count from the weights file.
+// The compiled-in model types on the CPU; the GPU ones live in a plug-in
+// module (models_cuda.cpp) loaded on demand.
 #include "models.hpp"
 
-#include <lemevit/lemevit.hpp>
+#include <dlfcn.h>
+
+#include <filesystem>
 
 namespace cli {
+
 namespace {
-template <lemevit::ArchSpec A>
-using At224 = lemevit::Model<A, lemevit::Input<224, 224, 3>, lemevit::Classes<lemevit::Dynamic>>;
-
-using Bundled = lemevit::Model<lemevit::bundled::FashionMnist, lemevit::bundled::FashionMnistInput,
-                               lemevit::Classes<lemevit::Dynamic>>;
-
-using KnownModels =
-    lemevit::Registry<Bundled, At224<lemevit::variants::Tiny>, At224<lemevit::variants::Small>,
-                      At224<lemevit::variants::Base>, At224<lemevit::variants::SmallV2>,
-                      At224<lemevit::variants::TinyV2>, At224<lemevit::variants::VitTiny>>;
+// The CUDA module next to the executable (build tree or install), else where the build put it.
+std::unique_ptr<lemevit::AnyModel> load_cuda_model(const std::string& path, lemevit::LoadOptions options) {
+#ifdef LEMEVIT_CUDA_MODULE
+  std::error_code ec;
+  const auto here = std::filesystem::read_symlink("/proc/self/exe", ec).parent_path();
+  const std::string beside = (here / std::filesystem::path(LEMEVIT_CUDA_MODULE).filename()).string();
+  void* module = dlopen(beside.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!module) module = dlopen(LEMEVIT_CUDA_MODULE, RTLD_NOW | RTLD_LOCAL);
+  if (!module) throw lemevit::Error(std::string("--device cuda: cannot load the CUDA module: ") + dlerror());
+  using Load = lemevit::AnyModel* (*)(const char*, const lemevit::LoadOptions*, std::string*);
+  auto load = reinterpret_cast<Load>(dlsym(module, "lemevit_load_cuda_model"));
+  if (!load) throw lemevit::Error("--device cuda: the CUDA module lacks lemevit_load_cuda_model");
+  std::string error;
+  std::unique_ptr<lemevit::AnyModel> model(load(path.c_str(), &options, &error));
+  if (!model) throw lemevit::Error(error);
+  return model;  // the module stays loaded for the life of the process
+#else
+  (void)path, (void)options;
+  throw lemevit::Error("--device cuda: this lemevit was built without the CUDA backend (nvcc was not found)");
+#endif
+}
 }  // namespace
 
-std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::LoadOptions options) {
-  return KnownModels::load(path, options);
+std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::LoadOptions options,
+                                              Device device) {
+  if (device == Device::Cpu) return KnownModels<lemevit::backend::Default>::load(path, options);
+  return load_cuda_model(path, options);
 }
 
 }  // namespace cli

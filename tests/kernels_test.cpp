@@ -316,9 +316,12 @@ TEMPLATE_TEST_CASE("linear handles tails, strides, epilogues and a missing bias"
 // returns those rows of y. `shift` moves the copy of x by that many floats
 // (alignment must not matter either).
 template <class Arch>
+using SimdWeights = typename Kernels<lemevit::backend::Simd<Arch>>::LinearWeights;
+
+template <class Arch>
 std::vector<float> linear_rows(const std::vector<float>& x, int in, int r0, int n, int shift,
-                               const typename Kernels<lemevit::backend::Simd<Arch>>::LinearWeights& w,
-                               const std::vector<float>& y0, int out, Epilogue e, int threads) {
+                               const SimdWeights<Arch>& w, const std::vector<float>& y0, int out,
+                               Epilogue e, int threads) {
   using S = Kernels<lemevit::backend::Simd<Arch>>;
   std::vector<float> xs(std::size_t(n) * in + shift);
   std::copy(x.begin() + std::ptrdiff_t(r0) * in, x.begin() + std::ptrdiff_t(r0 + n) * in,
@@ -346,14 +349,16 @@ TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][de
     for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
       const auto full = linear_rows<TestType>(x, s.in, 0, s.rows, 0, sw, y0, s.out, e, 1);
       // (first row, row count, shift) of the sub-calls.
-      const int subs[][3] = {{0, 1, 0},   {1, 1, 1},   {s.rows - 1, 1, 3}, {3, 5, 0},
-                             {7, 13, 2},  {2, 17, 0},  {0, s.rows, 5},     {s.rows / 2, s.rows / 2, 1},
-                             {11, 6, 0},  {13, 12, 7}};
+      const int subs[][3] = {{0, 1, 0},  {1, 1, 1},      {s.rows - 1, 1, 3},
+                             {3, 5, 0},  {7, 13, 2},     {2, 17, 0},
+                             {0, s.rows, 5}, {s.rows / 2, s.rows / 2, 1},
+                             {11, 6, 0}, {13, 12, 7}};
       for (int threads : kThreadCounts) {
         for (const auto& sub : subs) {
           const int r0 = sub[0], n = std::min(sub[1], s.rows - sub[0]);
           if (n <= 0) continue;
-          const auto part = linear_rows<TestType>(x, s.in, r0, n, sub[2], sw, y0, s.out, e, threads);
+          const auto part =
+              linear_rows<TestType>(x, s.in, r0, n, sub[2], sw, y0, s.out, e, threads);
           INFO(arch_name<TestType>() << " rows " << s.rows << " in " << s.in << " out " << s.out
                                      << " " << epilogue_name(e) << ": rows [" << r0 << ", "
                                      << r0 + n << ") on " << threads << " threads");

@@ -93,15 +93,26 @@ inline ModelInfo read_model_info(const io::SafetensorsFile& f) {
   return m;
 }
 
-// Human-readable architecture summary, for messages and --verbose.
-inline std::string describe(const ArchSpec& a) {
+namespace detail {
+// An ArchSpec's per-stage lists in the metadata's form.
+struct StageLists {
   std::vector<int> depths, dims;
   std::vector<std::string> kinds;
+};
+inline StageLists stage_lists(const ArchSpec& a) {
+  StageLists l;
   for (int i = 0; i < a.num_stages; ++i) {
-    depths.push_back(a.depths[i]);
-    dims.push_back(a.dims[i]);
-    kinds.push_back(kind_name(a.kinds[i]));
+    l.depths.push_back(a.depths[i]);
+    l.dims.push_back(a.dims[i]);
+    l.kinds.push_back(kind_name(a.kinds[i]));
   }
+  return l;
+}
+}  // namespace detail
+
+// Human-readable architecture summary, for messages and --verbose.
+inline std::string describe(const ArchSpec& a) {
+  const auto [depths, dims, kinds] = detail::stage_lists(a);
   return std::string(a.name.data()) + " (depths " + detail::join(depths) + ", dims " +
          detail::join(dims) + ", kinds " + detail::join(kinds) + ", mlp_ratio " +
          std::to_string(a.mlp_ratio) + ", head_dim " + std::to_string(a.head_dim) +
@@ -115,13 +126,7 @@ inline std::string arch_differences(const ModelInfo& m, const ArchSpec& a) {
   auto add = [&](const std::string& what, const std::string& file, const std::string& type) {
     diff += (diff.empty() ? "" : "; ") + what + " " + file + " in the file vs " + type + " in the type";
   };
-  std::vector<int> depths, dims;
-  std::vector<std::string> kinds;
-  for (int i = 0; i < a.num_stages; ++i) {
-    depths.push_back(a.depths[i]);
-    dims.push_back(a.dims[i]);
-    kinds.push_back(kind_name(a.kinds[i]));
-  }
+  const auto [depths, dims, kinds] = detail::stage_lists(a);
   if (m.depths != depths) add("depths", detail::join(m.depths), detail::join(depths));
   if (m.dims != dims) add("dims", detail::join(m.dims), detail::join(dims));
   if (m.kinds != kinds) add("kinds", detail::join(m.kinds), detail::join(kinds));

@@ -148,7 +148,7 @@ class Model {
   }
 
   Workspace make_workspace(int max_batch) const {
-    return Workspace(Plan::floats_per_image, max_batch);
+    return Workspace(Plan::floats_per_image, max_batch, &Kernels<B>::allocate, &Kernels<B>::release);
   }
 
   int num_classes() const { return head_.out_features(); }
@@ -163,6 +163,7 @@ class Model {
     layers::Activations a = bind(ws, batch);
     run_backbone(input, batch, a, observer);
     if (logits) head(a, batch, logits);
+    Kernels<B>::synchronize();
   }
 
   // Backbone features like timm's features_only: stage i's map, NCHW
@@ -175,15 +176,22 @@ class Model {
     if (out.size() != std::size_t(num_stages))
       throw Error("features: expected " + std::to_string(num_stages) + " output pointers, got " +
                   std::to_string(out.size()));
+    // Device backends convert into a scratch buffer, then download.
     struct Collect final : Observer {
       std::span<float* const> out;
+      float* device_scratch;
       void stage_output(int stage, const float* x, int b, int h, int w, int c) override {
         if (!out[stage]) return;
-        for (int i = 0; i < b; ++i)
-          ops::nhwc_to_nchw(x + std::size_t(i) * h * w * c, h, w, c, out[stage] + std::size_t(i) * h * w * c);
+        const std::size_t n = std::size_t(b) * h * w * c;
+        float* dst = Kernels<B>::host_memory ? out[stage] : device_scratch;
+        Kernels<B>::nhwc_to_nchw(x, b, h, w, c, dst);
+        if (!Kernels<B>::host_memory) Kernels<B>::download(out[stage], dst, n);
       }
     } collect;
     collect.out = out;
+    std::optional<Workspace> extra;
+    if constexpr (!Kernels<B>::host_memory) extra.emplace(make_workspace(batch));
+    collect.device_scratch = extra ? extra->data() : nullptr;
     forward(input, batch, logits, ws, &collect);
   }
 
@@ -192,9 +200,9 @@ class Model {
   DcaScale dca_scale_ = DcaScale::Official;
   Stem1 stem1_;
   Stem2 stem2_;
-  std::vector<float> meta0_;  // meta tokens after meta_token_downsample.0 (input-independent)
+  typename Kernels<B>::Params meta0_;  // meta tokens after meta_token_downsample.0 (input-independent)
   Stages stages_;
-  std::vector<float> norm_scale_, norm_shift_;  // final BatchNorm, folded
+  typename Kernels<B>::Params norm_scale_, norm_shift_;  // final BatchNorm, folded
   layers::TorchNorm<B, last_dim> norm_c_;
   layers::Linear<B, last_dim, classes> head_;
 
@@ -222,21 +230,28 @@ class Model {
     stem2_.load(w, "downsample_layers.0.3", "downsample_layers.0.4");
     std::apply([&](auto&... s) { (s.load(w), ...); }, stages_);
     // Meta tokens are the same for every image: run stage 0's downsample now.
-    auto tokens = w.floats("meta_tokens", {A.meta_tokens, A.dims[0]});
-    meta0_.resize(std::size_t(A.meta_tokens) * A.dims[0]);
-    std::vector<float> hidden(std::size_t(A.meta_tokens) * 4 * A.dims[0]);
-    std::get<0>(stages_).meta()(tokens.data(), A.meta_tokens, meta0_.data(), hidden.data());
+    {
+      auto tokens = w.floats("meta_tokens", {A.meta_tokens, A.dims[0]});
+      constexpr std::size_t n = std::size_t(A.meta_tokens) * A.dims[0];
+      Workspace scratch(n * 6, 1, &Kernels<B>::allocate, &Kernels<B>::release);  // in, out, 4x hidden
+      Kernels<B>::upload(scratch.data(), tokens.data(), n);
+      std::get<0>(stages_).meta()(scratch.data(), A.meta_tokens, scratch.data() + n, scratch.data() + 2 * n);
+      std::vector<float> host(n);
+      Kernels<B>::download(host.data(), scratch.data() + n, n);
+      meta0_ = Kernels<B>::make_params(host.data(), n);
+    }
     // Final BatchNorm, applied after pooling (it is affine per channel).
     auto g = w.floats("norm.weight", {last_dim});
     auto beta = w.floats("norm.bias", {last_dim});
     auto mean = w.floats("norm.running_mean", {last_dim});
     auto var = w.floats("norm.running_var", {last_dim});
-    norm_scale_.resize(last_dim);
-    norm_shift_.resize(last_dim);
+    std::vector<float> scale(last_dim), shift(last_dim);
     for (int c = 0; c < last_dim; ++c) {
-      norm_scale_[c] = g[c] / std::sqrt(var[c] + 1e-5f);
-      norm_shift_[c] = beta[c] - mean[c] * norm_scale_[c];
+      scale[c] = g[c] / std::sqrt(var[c] + 1e-5f);
+      shift[c] = beta[c] - mean[c] * scale[c];
     }
+    norm_scale_ = Kernels<B>::make_params(scale.data(), last_dim);
+    norm_shift_ = Kernels<B>::make_params(shift.data(), last_dim);
     norm_c_.load(w, "norm_c");
     head_.load(w, "head", head_rows);
   }
@@ -266,14 +281,18 @@ class Model {
   }
 
   void run_backbone(const float* input, int batch, layers::Activations& a, Observer* observer) const {
-    const std::size_t image = std::size_t(height) * width * channels;
-    for (int b = 0; b < batch; ++b)
-      ops::nchw_to_nhwc(input + b * image, channels, height, width, a.x2 + b * image);
+    // Host backends read the caller's images in place; device ones upload
+    // them into the (still unused) x scratch first.
+    const float* images = input;
+    if constexpr (!Kernels<B>::host_memory) {
+      Kernels<B>::upload(a.xbuf, input, std::size_t(batch) * height * width * channels);
+      images = a.xbuf;
+    }
+    Kernels<B>::nchw_to_nhwc(images, batch, channels, height, width, a.x2);
     stem1_(a.x2, batch, a.x, a.xbuf, Epilogue::Gelu);  // conv -> BN -> GELU
     stem2_(a.x, batch, a.x2, a.xbuf);                  // conv -> BN
     std::swap(a.x, a.x2);
-    for (int b = 0; b < batch; ++b)
-      std::copy(meta0_.begin(), meta0_.end(), a.c + b * meta0_.size());
+    Kernels<B>::broadcast_rows(Kernels<B>::data(meta0_), std::size_t(A.meta_tokens) * A.dims[0], batch, a.c);
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       (std::get<I>(stages_)(a, batch, dca_scale_, I == 0, observer), ...);
     }(std::make_index_sequence<A.num_stages>{});
@@ -284,14 +303,14 @@ class Model {
     constexpr int n = Last::tokens, m = A.meta_tokens;
     norm_c_(a.c, batch * m, a.cn);
     float* pooled = a.t;
-    float* cpool = a.t + std::size_t(batch) * last_dim;
-    for (int b = 0; b < batch; ++b) {
-      float* p = pooled + std::size_t(b) * last_dim;
-      ops::mean_rows(a.x + std::size_t(b) * n * last_dim, n, last_dim, p);
-      ops::mean_rows(a.cn + std::size_t(b) * m * last_dim, m, last_dim, cpool);
-      for (int c = 0; c < last_dim; ++c) p[c] = p[c] * norm_scale_[c] + norm_shift_[c] + cpool[c];
+    Kernels<B>::pool_head(a.x, batch, n, a.cn, m, last_dim, Kernels<B>::data(norm_scale_),
+                          Kernels<B>::data(norm_shift_), pooled);
+    if constexpr (Kernels<B>::host_memory) {
+      head_(pooled, batch, logits);
+    } else {
+      head_(pooled, batch, a.xbuf);
+      Kernels<B>::download(logits, a.xbuf, std::size_t(batch) * head_.out_features());
     }
-    head_(pooled, batch, logits);
   }
 };
 

@@ -46,10 +46,12 @@ struct MetaAttention {
 class Observer {
  public:
   virtual ~Observer() = default;
-  // x after stage `stage`: NHWC tokens, batch x height x width x channels.
+  // x after stage `stage`: NHWC tokens, batch x height x width x channels,
+  // in the backend's memory (device memory for backend::Cuda).
   virtual void stage_output(int /*stage*/, const float* /*x*/, int /*batch*/, int /*height*/,
                             int /*width*/, int /*channels*/) {}
-  // Called for every C, D and D2 block while its projections are alive.
+  // Called for every C, D and D2 block while its projections are alive
+  // (host-memory backends only).
   virtual void meta_attention(const MetaAttention& /*a*/) {}
 };
 

@@ -20,6 +20,7 @@
 // The files are untrusted: the declared size is checked against a pixel limit
 // before anything image-sized is allocated, and truncated JPEG/BMP files are
 // refused like PIL refuses them (stb would silently fill the rest).
+#include <array>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -77,7 +78,12 @@ inline std::uint32_t le32(const std::uint8_t* p) { return le16(p + 2) << 16 | le
 inline Format sniff_format(const std::uint8_t* b, std::size_t n) {
   static const std::uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
   if (n >= 8 && std::memcmp(b, png_sig, 8) == 0) return Format::Png;
-  if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return Format::Jpeg;
+  // stb takes any FF (FF...) D8 start for a JPEG SOI: so must the checks below.
+  if (n >= 2 && b[0] == 0xFF) {
+    std::size_t i = 1;
+    while (i < n && b[i] == 0xFF) ++i;
+    if (i < n && b[i] == 0xD8) return Format::Jpeg;
+  }
   if (n >= 2 && b[0] == 'B' && b[1] == 'M') return Format::Bmp;
   if (n >= 6 && std::memcmp(b, "GIF8", 4) == 0) return Format::Gif;
   if (n >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return Format::Pnm;
@@ -104,9 +110,19 @@ bool walk_jpeg(const std::uint8_t* b, std::size_t n, F&& on_segment) {
     if (!on_segment(m, b + i + 2, len - 2)) return true;
     i += len;
     if (m == 0xDA) {  // entropy-coded data runs to the next marker
-      for (;; ++i) {
-        if (i + 1 >= n) return false;
-        if (b[i] == 0xFF && b[i + 1] != 0x00 && !(b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7)) break;
+      // Read as stb's decoder reads it: FF, any FF fill bytes, then 00 is a
+      // stuffed FF data byte and D0..D7 a restart marker, both inside the data.
+      for (;;) {
+        if (i >= n) return false;
+        if (b[i] != 0xFF) {
+          ++i;
+          continue;
+        }
+        std::size_t j = i + 1;
+        while (j < n && b[j] == 0xFF) ++j;
+        if (j >= n) return false;
+        if (b[j] != 0x00 && !(b[j] >= 0xD0 && b[j] <= 0xD7)) break;  // a marker: read from i on
+        i = j + 1;
       }
     }
   }
@@ -187,23 +203,30 @@ inline bool bmp_complete(const std::uint8_t* b, std::size_t n) {
   return std::int64_t(n) >= std::int64_t(offset) + stride * (h < 0 ? -h : h);
 }
 
-// PNM maxval (P5/P6 header), or -1 when the header cannot be read.
-inline long pnm_maxval(const std::uint8_t* b, std::size_t n) {
+// P5/P6 header numbers (width, height, maxval), tokenised as stb does
+// (whitespace is isspace, a comment runs to CR or LF), or nullopt when one is
+// missing or longer than 9 digits: stb 2.27 accumulates them in an int
+// without an overflow check, so they must be refused before stb reads them.
+inline std::optional<std::array<long, 3>> pnm_header(const std::uint8_t* b, std::size_t n) {
+  auto space = [](std::uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); };
   std::size_t i = 2;
-  long v[3] = {0, 0, 0};
+  std::array<long, 3> v{};
   for (int k = 0; k < 3; ++k) {
     for (;;) {  // whitespace and comments
-      while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) ++i;
+      while (i < n && space(b[i])) ++i;
       if (i < n && b[i] == '#') {
-        while (i < n && b[i] != '\n') ++i;
+        while (i < n && b[i] != '\n' && b[i] != '\r') ++i;
       } else {
         break;
       }
     }
-    if (i >= n || b[i] < '0' || b[i] > '9') return -1;
-    while (i < n && b[i] >= '0' && b[i] <= '9' && v[k] < 1000000000) v[k] = v[k] * 10 + (b[i++] - '0');
+    if (i >= n || b[i] < '0' || b[i] > '9') return std::nullopt;
+    for (int digits = 0; i < n && b[i] >= '0' && b[i] <= '9'; ++i) {
+      if (++digits > 9) return std::nullopt;
+      v[std::size_t(k)] = v[std::size_t(k)] * 10 + (b[i] - '0');
+    }
   }
-  return v[2];
+  return v;
 }
 
 #if defined(LEMEVIT_IMAGE_LIBJPEG)
@@ -296,6 +319,17 @@ inline Image decode_image(const std::uint8_t* data, std::size_t size, const std:
       throw Error(name + ": truncated JPEG (the data ends before the end-of-image marker)");
   }
 
+  // PIL rescales other PNM maxvals (and stb 2.27 reads 16-bit samples in the
+  // wrong byte order): refused rather than decoded differently. Checked
+  // before stb reads the header (see pnm_header).
+  if (fmt == Format::Pnm) {
+    const auto header = detail::pnm_header(data, size);
+    if (!header) throw Error(name + ": cannot decode image: malformed PNM header");
+    refuse_size((*header)[0], (*header)[1]);
+    if ((*header)[2] != 255)
+      throw Error(name + ": PNM with maxval " + std::to_string((*header)[2]) + " is not supported (only 255)");
+  }
+
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &comp))
     throw Error(name + ": cannot decode image: " + detail::reason());
@@ -304,13 +338,6 @@ inline Image decode_image(const std::uint8_t* data, std::size_t size, const std:
   if (fmt == Format::Bmp && !detail::bmp_complete(data, size))
     throw Error(name + ": truncated BMP (the pixel data is shorter than the header declares)");
 
-  // PIL rescales other PNM maxvals (and stb 2.27 reads 16-bit samples in the
-  // wrong byte order): refused rather than decoded differently.
-  if (fmt == Format::Pnm) {
-    const long maxval = detail::pnm_maxval(data, size);
-    if (maxval != 255)
-      throw Error(name + ": PNM with maxval " + std::to_string(maxval) + " is not supported (only 255)");
-  }
   const bool gray16 = fmt == Format::Png && comp == 1 && stbi_is_16_bit_from_memory(data, len);
 
   Image img;

@@ -1,11 +1,14 @@
 #pragma once
 // A small strict JSON reader for safetensors headers and metadata. It parses
 // untrusted bytes, so every access is bounds-checked and nesting is limited.
+#include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include "lemevit/error.hpp"
@@ -114,22 +117,38 @@ class Parser {
     return v;
   }
 
+  // RFC 8259 grammar: -? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?, read with
+  // std::from_chars (no locale, no exceptions): anything else, or a value
+  // that does not fit a double, is an error naming the byte.
   double number() {
     const std::size_t start = pos_;
-    if (pos_ < s_.size() && s_[pos_] == '-') ++pos_;
-    bool digits = false;
-    auto run = [&] {
-      while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') { ++pos_; digits = true; }
+    auto digits = [&] {
+      const std::size_t from = pos_;
+      while (pos_ < s_.size() && s_[pos_] >= '0' && s_[pos_] <= '9') ++pos_;
+      return pos_ - from;
     };
-    run();
-    if (pos_ < s_.size() && s_[pos_] == '.') { ++pos_; run(); }
+    if (pos_ < s_.size() && s_[pos_] == '-') ++pos_;
+    const std::size_t int_start = pos_;
+    const std::size_t int_digits = digits();
+    if (int_digits == 0) fail("expected a value");
+    if (int_digits > 1 && s_[int_start] == '0') fail("number with a leading zero");
+    if (pos_ < s_.size() && s_[pos_] == '.') {
+      ++pos_;
+      if (digits() == 0) fail("expected a digit after the decimal point");
+    }
     if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
       ++pos_;
       if (pos_ < s_.size() && (s_[pos_] == '+' || s_[pos_] == '-')) ++pos_;
-      run();
+      if (digits() == 0) fail("expected a digit in the exponent");
     }
-    if (!digits) fail("expected a value");
-    return std::stod(std::string(s_.substr(start, pos_ - start)));
+    double v = 0.0;
+    const auto [end, ec] = std::from_chars(s_.data() + start, s_.data() + pos_, v);
+    if (ec != std::errc() || end != s_.data() + pos_) {
+      const std::string text(s_.substr(start, std::min<std::size_t>(pos_ - start, 32)));
+      pos_ = start;
+      fail("number '" + text + (text.size() < 32 ? "'" : "...'") + " is out of the range of a double");
+    }
+    return v;
   }
 
   static void put_utf8(std::string& out, std::uint32_t cp) {

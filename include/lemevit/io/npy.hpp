@@ -85,8 +85,8 @@ inline NpyArray read_npy(const std::string& path) {
     }
     if (!any) throw bad("malformed shape " + shp);
     a.shape.push_back(std::int64_t(v));
+    if (v != 0 && numel > (1ull << 34) / v) throw bad("shape is implausibly large");  // before it can wrap
     numel *= v;
-    if (numel > (1ull << 34)) throw bad("shape is implausibly large");
   }
   const std::uint64_t data_at = 8 + (major == 1 ? 2 : 4) + hlen;
   if (file_size - data_at < numel * 4)

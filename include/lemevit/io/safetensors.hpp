@@ -177,7 +177,12 @@ class SafetensorsFile {
     if (root.type != json::Value::Type::Object) fail("header is not a JSON object");
     const unsigned char* data = base_ + 8 + header_len;
     const std::size_t data_size = size_ - 8 - header_len;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+    struct Range {
+      std::uint64_t begin, end;
+      const std::string* name;
+      bool operator<(const Range& o) const { return begin != o.begin ? begin < o.begin : end < o.end; }
+    };
+    std::vector<Range> ranges;
     for (const auto& [name, v] : root.object) {
       if (name == "__metadata__") {
         if (v.type != json::Value::Type::Object) fail("__metadata__ is not an object");
@@ -204,9 +209,12 @@ class SafetensorsFile {
         if (d.type != json::Value::Type::Number || d.number < 0 || d.number > 1e12 ||
             d.number != std::floor(d.number))
           fail(where + "shape entries must be non-negative integers");
-        t.shape.push_back(std::int64_t(d.number));
-        numel *= std::uint64_t(d.number);
-        if (numel > (std::uint64_t(1) << 40)) fail(where + "shape is implausibly large");
+        const auto dim = std::uint64_t(d.number);
+        t.shape.push_back(std::int64_t(dim));
+        // Checked before multiplying: a wrapped product could look small, and
+        // every prefix stays <= 2^40 so TensorInfo::numel() cannot overflow.
+        if (dim != 0 && numel > (std::uint64_t(1) << 40) / dim) fail(where + "shape is implausibly large");
+        numel *= dim;
       }
       std::uint64_t range[2];
       for (int i = 0; i < 2; ++i) {
@@ -228,12 +236,17 @@ class SafetensorsFile {
              shape_str(t.shape) + " of " + dtype_name(t.dtype) + " needs " + std::to_string(expect));
       t.data = data + range[0];
       t.bytes = std::size_t(expect);
-      if (t.bytes) ranges.emplace_back(range[0], range[1]);
+      if (t.bytes) ranges.push_back({range[0], range[1], &name});
       tensors_.emplace(name, std::move(t));
     }
     std::sort(ranges.begin(), ranges.end());
     for (std::size_t i = 1; i < ranges.size(); ++i)
-      if (ranges[i].first < ranges[i - 1].second) fail("two tensors' data_offsets overlap");
+      if (ranges[i].begin < ranges[i - 1].end) {
+        auto str = [](const Range& r) {
+          return "'" + *r.name + "' [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ")";
+        };
+        fail("tensors " + str(ranges[i - 1]) + " and " + str(ranges[i]) + " have overlapping data_offsets");
+      }
   }
 };
 

@@ -10,7 +10,6 @@
 #include "lemevit/arch.hpp"
 #include "lemevit/backend.hpp"
 #include "lemevit/layers/linear.hpp"
-#include "lemevit/layers/ops.hpp"
 #include "lemevit/weights.hpp"
 
 namespace lemevit::layers {
@@ -24,22 +23,23 @@ class ConditionalPositionEncoding {
     auto weight = w.floats(prefix + ".weight", {Dim, 1, 3, 3});
     auto bias = w.floats(prefix + ".bias", {Dim});
     // (C, 1, 3, 3) -> (3*3, C): taps outer, channels contiguous for NHWC.
-    weight_.resize(9 * Dim);
+    std::vector<float> taps(9 * Dim);
     for (int c = 0; c < Dim; ++c)
-      for (int t = 0; t < 9; ++t) weight_[t * Dim + c] = weight[c * 9 + t];
-    bias_.assign(bias.begin(), bias.end());
+      for (int t = 0; t < 9; ++t) taps[t * Dim + c] = weight[c * 9 + t];
+    weight_ = Kernels<B>::make_params(taps.data(), taps.size());
+    bias_ = Kernels<B>::make_params(bias.data(), Dim);
   }
 
   // y = x + dwconv(x) for each of `batch` maps.
   void operator()(const float* x, int batch, float* y) const {
     for (int b = 0; b < batch; ++b)
       Kernels<B>::depthwise_conv3x3_residual(x + std::size_t(b) * tokens * Dim, H, W, Dim,
-                                             weight_.data(), bias_.data(),
+                                             Kernels<B>::data(weight_), Kernels<B>::data(bias_),
                                              y + std::size_t(b) * tokens * Dim);
   }
 
  private:
-  std::vector<float> weight_, bias_;
+  typename Kernels<B>::Params weight_, bias_;
 };
 
 // Folds eval-mode BatchNorm (running statistics) into the preceding conv.
@@ -80,9 +80,7 @@ class ConvBn3x3s2 {
   // `cols` holds batch * im2col_floats.
   void operator()(const float* x, int batch, float* y, float* cols,
                   Epilogue e = Epilogue::Store) const {
-    for (int b = 0; b < batch; ++b)
-      ops::im2col_3x3_s2(x + std::size_t(b) * in_tokens * Cin, H, W, Cin,
-                         cols + std::size_t(b) * im2col_floats);
+    Kernels<B>::im2col_3x3_s2(x, batch, H, W, Cin, cols);
     gemm_(cols, batch * out_tokens, y, e);
   }
 

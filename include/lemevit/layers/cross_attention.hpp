@@ -34,7 +34,7 @@ class CrossAttention {
     multi_head_attention<B>(batch, {cbuf, Dim, std::size_t(MetaTokens) * Dim}, MetaTokens,
                             {xbuf, 2 * Dim, kv_stride}, {xbuf + Dim, 2 * Dim, kv_stride}, Tokens,
                             heads, HeadDim, head_dim_scale(HeadDim), out, Dim);
-    if (probe.observer)
+    if (probe.observer && Kernels<B>::host_memory)  // the maps are read on the host
       probe.observer->meta_attention({probe.stage, probe.block, Kind::C, batch, heads, HeadDim, MetaTokens,
                                       height, width, head_dim_scale(HeadDim), cbuf, xbuf, Dim, 2 * Dim,
                                       std::size_t(MetaTokens) * Dim, kv_stride});

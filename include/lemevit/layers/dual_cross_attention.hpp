@@ -56,7 +56,7 @@ class DualCrossAttentionT {
       multi_head_attention<B>(batch, xq, Tokens, ck, cv, MetaTokens, heads, HeadDim, s.x, out_x, Dim);
       multi_head_attention<B>(batch, cq, MetaTokens, xk, xv, Tokens, heads, HeadDim, s.c, out_c, Dim);
     }
-    if (probe.observer) {
+    if (probe.observer && Kernels<B>::host_memory) {  // the maps are read on the host
       // c branch: queries q2 (D) or k (D2) from c, keys k1 (D) or q (D2) from x.
       const Operand qc = V2 ? ck : cq, kx = V2 ? xq : xk;
       probe.observer->meta_attention({probe.stage, probe.block, V2 ? Kind::D2 : Kind::D, batch, heads,

@@ -15,15 +15,15 @@ class LayerNorm {
   void load(WeightLoader& w, const std::string& prefix) {
     auto g = w.floats(prefix + ".weight", {Dim});
     auto b = w.floats(prefix + ".bias", {Dim});
-    gamma_.assign(g.begin(), g.end());
-    beta_.assign(b.begin(), b.end());
+    gamma_ = Kernels<B>::make_params(g.data(), Dim);
+    beta_ = Kernels<B>::make_params(b.data(), Dim);
   }
   void operator()(const float* x, int rows, float* y) const {
-    Kernels<B>::layer_norm(x, rows, Dim, gamma_.data(), beta_.data(), Eps, y);
+    Kernels<B>::layer_norm(x, rows, Dim, Kernels<B>::data(gamma_), Kernels<B>::data(beta_), Eps, y);
   }
 
  private:
-  std::vector<float> gamma_, beta_;
+  typename Kernels<B>::Params gamma_, beta_;
 };
 
 template <class B, int Dim>

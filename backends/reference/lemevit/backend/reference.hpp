@@ -6,11 +6,12 @@
 #include <vector>
 
 #include "lemevit/backend.hpp"
+#include "lemevit/host_kernels.hpp"
 
 namespace lemevit {
 
 template <>
-struct Kernels<backend::Reference> {
+struct Kernels<backend::Reference> : HostKernels {
   // Weights stay in PyTorch's (out, in) layout.
   struct LinearWeights {
     std::vector<float> w, b;

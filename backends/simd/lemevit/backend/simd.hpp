@@ -10,7 +10,9 @@
 //
 // Pieces (backends/simd/lemevit/backend/simd/):
 //   xsimd_compat.hpp  version shims for xsimd 8.1 (Debian) and later
-//   math.hpp          exact-erf GELU, exp, partial vectors
+//   parallel.hpp      OpenMP glue
+//   math.hpp          erf, exact-erf GELU, softmax exp, partial vectors
+//   pack.hpp          transposing copies for packed operands
 //   gemm.hpp          packed weights and the register-blocked micro-kernel
 //   attention.hpp     blocked online-softmax attention
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
@@ -19,6 +21,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "lemevit/backend.hpp"
+#include "lemevit/host_kernels.hpp"
 #include "lemevit/backend/simd/attention.hpp"
 #include "lemevit/backend/simd/elementwise.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
@@ -34,7 +37,7 @@ struct Simd {};
 }  // namespace backend
 
 template <class Arch>
-struct Kernels<backend::Simd<Arch>> {
+struct Kernels<backend::Simd<Arch>> : HostKernels {
   using Tile = backend::simd::GemmTile<Arch>;
 
   // W packed into column panels of Tile::cols (see simd/gemm.hpp); `out` and

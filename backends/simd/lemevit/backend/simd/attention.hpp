@@ -23,6 +23,7 @@
 #include "lemevit/backend.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
 #include "lemevit/backend/simd/math.hpp"
+#include "lemevit/backend/simd/parallel.hpp"
 #include "lemevit/backend/simd/pack.hpp"
 #include "lemevit/backend/simd/xsimd_compat.hpp"
 
@@ -236,7 +237,8 @@ inline void attention(const AttentionArgs& a) {
   const Plan plan(a.head_dim);
   if (!plan.blocked) {
     const int tasks = a.heads * a.queries;
-    LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic, 4) if (flops >= kParallelFlops && tasks > 1))
+    [[maybe_unused]] const bool parallel = flops >= kParallelFlops && tasks > 1;
+    LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic, 4) if (parallel))
     for (int t = 0; t < tasks; ++t) attention_query<Arch>(a, t / a.queries, t % a.queries);
     return;
   }

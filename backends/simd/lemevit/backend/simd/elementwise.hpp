@@ -9,6 +9,7 @@
 
 #include "lemevit/backend/simd/gemm.hpp"
 #include "lemevit/backend/simd/math.hpp"
+#include "lemevit/backend/simd/parallel.hpp"
 #include "lemevit/backend/simd/xsimd_compat.hpp"
 
 LEMEVIT_SIMD_DIAGNOSTICS_BEGIN

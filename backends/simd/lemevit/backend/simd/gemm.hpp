@@ -192,7 +192,8 @@ inline GemmBlocking gemm_blocking(int rows, int K, int out) {
   const int want = 4 * max_threads();
   int tpb = std::clamp(g.row_tiles, 1, 16);
   auto tasks = [&] {
-    return ((g.row_tiles + tpb - 1) / tpb) * ((g.panels + g.panels_per_block - 1) / g.panels_per_block);
+    const int col_blocks = (g.panels + g.panels_per_block - 1) / g.panels_per_block;
+    return ((g.row_tiles + tpb - 1) / tpb) * col_blocks;
   };
   while (tasks() < want) {
     if (tpb > 1)

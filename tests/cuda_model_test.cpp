@@ -1,0 +1,67 @@
+// Whole models on the GPU (backend::Cuda) against PyTorch's golden logits and
+// features. Skipped, with a message, on machines without a CUDA device.
+#include <lemevit/backend/cuda.hpp>
+#include <lemevit/lemevit.hpp>
+
+#include "support.hpp"
+
+using namespace lemevit;
+using test_support::fixture;
+
+namespace {
+
+constexpr ArchSpec kCustomSmall =
+    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
+            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+
+bool have_gpu() {
+  if (backend::cuda::available()) return true;
+  WARN("no CUDA device: skipping CUDA model tests");
+  return false;
+}
+
+template <class Net>
+void golden(const std::string& name) {
+  const Net net = Net::load(fixture(name + ".safetensors"));
+  const auto x = io::read_npy(fixture(name + ".input.npy"));
+  const auto y = io::read_npy(fixture(name + ".logits.npy"));
+  const int batch = int(x.shape[0]);
+  auto ws = net.make_workspace(batch);
+  std::vector<float> out(y.data.size());
+  net.forward(x.data.data(), batch, out.data(), ws);
+  const double err = test_support::relative_error(out.data(), y.data.data(), out.size());
+  INFO("case " << name << " on " << backend::cuda::device_name() << ": relative error " << err);
+  CHECK(err < 1e-4);
+}
+
+}  // namespace
+
+TEST_CASE("whole models on the GPU match PyTorch", "[cuda]") {
+  if (!have_gpu()) return;
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Cuda>>("custom_small");
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Cuda>>("custom_small_headdim");
+  golden<Model<variants::Tiny, Input<224, 224>, Classes<1000>, backend::Cuda>>("tiny_224");
+  golden<Model<variants::TinyV2, Input<224, 224>, Classes<1000>, backend::Cuda>>("tiny_v2_224");
+  golden<Model<variants::VitTiny, Input<224, 224>, Classes<1000>, backend::Cuda>>("vit_tiny_224");
+  golden<Model<variants::SmallV2, Input<160, 160>, Classes<4>, backend::Cuda>>("small_v2_160_c4");
+}
+
+TEST_CASE("backbone features on the GPU match PyTorch", "[cuda]") {
+  if (!have_gpu()) return;
+  using Net = Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Cuda>;
+  const Net net = Net::load(fixture("custom_small.safetensors"));
+  const auto x = io::read_npy(fixture("custom_small.input.npy"));
+  const int batch = int(x.shape[0]);
+  std::vector<std::vector<float>> maps(Net::num_stages);
+  std::vector<float*> out;
+  for (int i = 0; i < Net::num_stages; ++i) {
+    maps[i].resize(std::size_t(batch) * Net::stage_channels(i) * Net::stage_height(i) * Net::stage_width(i));
+    out.push_back(maps[i].data());
+  }
+  auto ws = net.make_workspace(batch);
+  net.features(x.data.data(), batch, out, ws);
+  for (int i = 0; i < Net::num_stages; ++i) {
+    const auto want = io::read_npy(fixture("custom_small.stage" + std::to_string(i) + ".npy"));
+    CHECK(test_support::relative_error(maps[i].data(), want.data.data(), maps[i].size()) < 1e-4);
+  }
+}
