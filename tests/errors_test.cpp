@@ -577,6 +577,21 @@ TEST_CASE("unreadable images are refused by name", "[errors]") {
   CHECK_THAT(image_error(bmp), Contains(bmp) && Contains("truncated BMP"));
 }
 
+TEST_CASE("images that broke stb_image 2.27 under the fuzzer are refused by name", "[errors]") {
+  const std::string dir = LEMEVIT_SOURCE_DIR "/tests/fuzz/regressions/image/";
+  const std::pair<const char*, const char*> cases[] = {
+      {"jpeg_fill_bytes_before_soi_huffman_overflow.jpg", "corrupt JPEG (bad Huffman table)"},
+      {"jpeg_fill_bytes_before_stuffed_zero_hide_bad_huffman.jpg", "corrupt JPEG (bad Huffman table)"},
+      {"jpeg_cmyk_undefined_ac_table.jpg", "corrupt JPEG (a scan uses an undefined Huffman table)"},
+      {"pnm_width_overflows_int.ppm", "cannot decode image: malformed PNM header"},
+      {"bmp_height_zero.bmp", "cannot decode image: it declares 8216x0 pixels"},
+  };
+  for (const auto& [file, message] : cases) {
+    INFO(file);
+    CHECK_THAT(image_error(dir + file), Contains(dir + file) && Contains(message));
+  }
+}
+
 TEST_CASE("a decompression bomb is refused before its pixels are allocated", "[errors]") {
   constexpr std::uint32_t n = 60000;
   const std::string declared = "image declares 60000x60000 = 3600000000 pixels, over the limit of 100000000";

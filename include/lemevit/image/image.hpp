@@ -166,23 +166,51 @@ inline std::optional<std::pair<std::int64_t, std::int64_t>> declared_size(Format
 
 // JPEG structure checked before stb sees the bytes: the data must reach the
 // EOI marker (PIL refuses truncated files; stb would fill the rest with
-// gray), and each Huffman table may hold at most 256 codes (stb 2.27's
-// stbi__build_huffman writes past its table otherwise).
+// gray), each Huffman table may hold at most 256 codes (stb 2.27's
+// stbi__build_huffman writes past its table otherwise), and a scan must not
+// use a Huffman table no DHT defined (stb 2.27 leaves its tables
+// uninitialised and decodes with them, reading far outside them; libjpeg
+// falls back to the standard tables instead, so this one only matters where
+// stb decodes).
 enum class JpegCheck { Ok, Truncated, BadHuffman };
-inline JpegCheck check_jpeg(const std::uint8_t* b, std::size_t n) {
-  bool bad = false;
+struct JpegInfo {
+  JpegCheck check = JpegCheck::Ok;
+  int components = 0;            // of the (first) frame header
+  bool undefined_table = false;  // a scan uses a table no earlier DHT defined
+};
+inline JpegInfo check_jpeg(const std::uint8_t* b, std::size_t n) {
+  JpegInfo info;
+  bool bad = false, progressive = false;
+  bool dc[4] = {}, ac[4] = {};
   const bool complete = walk_jpeg(b, n, [&](std::uint8_t m, const std::uint8_t* d, std::size_t len) {
-    if (m != 0xC4) return true;
-    for (std::size_t i = 0; i < len;) {  // DHT: class/id byte, 16 counts, symbols
-      if (i + 17 > len) return !(bad = true);
-      std::size_t codes = 0;
-      for (int k = 1; k <= 16; ++k) codes += d[i + std::size_t(k)];
-      if (codes > 256 || i + 17 + codes > len) return !(bad = true);
-      i += 17 + codes;
+    if (m == 0xC4) {
+      for (std::size_t i = 0; i < len;) {  // DHT: class/id byte, 16 counts, symbols
+        if (i + 17 > len) return !(bad = true);
+        std::size_t codes = 0;
+        for (int k = 1; k <= 16; ++k) codes += d[i + std::size_t(k)];
+        if (codes > 256 || i + 17 + codes > len) return !(bad = true);
+        const int tc = d[i] >> 4, th = d[i] & 15;
+        if (th < 4 && tc == 0) dc[th] = true;
+        if (th < 4 && tc == 1) ac[th] = true;
+        i += 17 + codes;
+      }
+    } else if ((m == 0xC0 || m == 0xC1 || m == 0xC2) && info.components == 0 && len >= 6) {
+      info.components = d[5];
+      progressive = m == 0xC2;
+    } else if (m == 0xDA && len >= 1) {  // SOS: Ns, (Cs, Td|Ta) x Ns, Ss, Se, Ah|Al
+      const std::size_t ns = d[0];
+      if (len < 1 + 2 * ns + 3) return true;  // stb refuses the length
+      const int ss = d[1 + 2 * ns], ah = d[3 + 2 * ns] >> 4;
+      const bool uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss > 0;
+      for (std::size_t c = 0; c < ns; ++c) {
+        const int td = d[2 + 2 * c] >> 4, ta = d[2 + 2 * c] & 15;
+        if ((uses_dc && td < 4 && !dc[td]) || (uses_ac && ta < 4 && !ac[ta])) info.undefined_table = true;
+      }
     }
     return true;
   });
-  return bad ? JpegCheck::BadHuffman : complete ? JpegCheck::Ok : JpegCheck::Truncated;
+  info.check = bad ? JpegCheck::BadHuffman : complete ? JpegCheck::Ok : JpegCheck::Truncated;
+  return info;
 }
 
 // Uncompressed BMP pixel data must be all there; stb would read zeros past the end.
@@ -312,11 +340,18 @@ inline Image decode_image(const std::uint8_t* data, std::size_t size, const std:
   if (auto s = detail::declared_size(fmt, data, size)) refuse_size(s->first, s->second);
 
   if (fmt == Format::Jpeg) {
-    const detail::JpegCheck check = detail::check_jpeg(data, size);
-    if (check == detail::JpegCheck::BadHuffman)
+    const detail::JpegInfo jpeg = detail::check_jpeg(data, size);
+    if (jpeg.check == detail::JpegCheck::BadHuffman)
       throw Error(name + ": cannot decode image: corrupt JPEG (bad Huffman table)");
-    if (check == detail::JpegCheck::Truncated)
+    if (jpeg.check == detail::JpegCheck::Truncated)
       throw Error(name + ": truncated JPEG (the data ends before the end-of-image marker)");
+#if defined(LEMEVIT_IMAGE_LIBJPEG)
+    const bool stb_decodes = jpeg.components != 1 && jpeg.components != 3;  // see decode_libjpeg
+#else
+    const bool stb_decodes = true;
+#endif
+    if (stb_decodes && jpeg.undefined_table)
+      throw Error(name + ": cannot decode image: corrupt JPEG (a scan uses an undefined Huffman table)");
   }
 
   // PIL rescales other PNM maxvals (and stb 2.27 reads 16-bit samples in the
@@ -333,6 +368,9 @@ inline Image decode_image(const std::uint8_t* data, std::size_t size, const std:
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &comp))
     throw Error(name + ": cannot decode image: " + detail::reason());
+  if (w <= 0 || h <= 0)  // stb 2.27 takes a BMP of height 0 for a valid empty image
+    throw Error(name + ": cannot decode image: it declares " + std::to_string(w) + "x" + std::to_string(h) +
+                " pixels");
   refuse_size(w, h);
 
   if (fmt == Format::Bmp && !detail::bmp_complete(data, size))
