@@ -22,9 +22,7 @@ using test_support::fixture;
 
 namespace {
 
-constexpr ArchSpec kCustomSmall =
-    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
-            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+using test_support::kCustomSmall;
 using Small = Model<kCustomSmall, Input<96, 64>, Classes<7>>;
 constexpr std::size_t kImage = 3 * 96 * 64;
 constexpr int kClasses = 7;

@@ -10,9 +10,7 @@ using test_support::fixture;
 
 namespace {
 
-constexpr ArchSpec kCustomSmall =
-    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
-            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+using test_support::kCustomSmall;
 
 bool have_gpu() {
   if (backend::cuda::available()) return true;

@@ -41,36 +41,14 @@ static void note(std::size_t n) {
   while (n > cur && !g_largest.compare_exchange_weak(cur, n)) {
   }
 }
-void* operator new(std::size_t n) {
-  note(n);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  note(n);
-  void* p = nullptr;
-  if (posix_memalign(&p, std::max<std::size_t>(std::size_t(a), sizeof(void*)), n ? n : 1) != 0)
-    throw std::bad_alloc();
-  return p;
-}
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void on_allocation(std::size_t n) { note(n); }
+#include "counting_new.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-constexpr ArchSpec kCustomSmall =
-    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
-            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+using test_support::kCustomSmall;
 using Small = Model<kCustomSmall, Input<96, 64>, Classes<7>>;
 
 // A scratch folder of this process, removed at exit.

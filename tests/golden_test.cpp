@@ -12,11 +12,7 @@ using test_support::fixture;
 
 namespace {
 
-// The small custom configuration of make_fixtures.py: every attention kind
-// but S twice, head_dim 16, 8 meta tokens, mlp ratio 3, 96x64 input.
-constexpr ArchSpec kCustomSmall =
-    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
-            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+using test_support::kCustomSmall;
 
 template <class Net>
 double run_case(const std::string& name, std::optional<DcaScale> policy = {}) {

@@ -1,6 +1,6 @@
 // Model-level behaviour beyond the golden numbers: no heap allocation in
-// forward, a model shared by threads, batch invariance, and the loader's
-// error reports for broken or mismatched weight files.
+// forward, a model shared by threads, batch and thread-count invariance.
+// (The loader's error reports are tests/errors_test.cpp.)
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -23,35 +23,14 @@ using test_support::fixture;
 // --- allocation counting ----------------------------------------------------
 static std::atomic<long> g_allocations{0};
 static std::atomic<bool> g_counting{false};
-
-void* operator new(std::size_t n) {
+void on_allocation(std::size_t) {
   if (g_counting) ++g_allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
 }
-void* operator new[](std::size_t n) { return operator new(n); }
-void* operator new(std::size_t n, std::align_val_t a) {
-  if (g_counting) ++g_allocations;
-  void* p = nullptr;
-  if (posix_memalign(&p, std::max<std::size_t>(std::size_t(a), sizeof(void*)), n ? n : 1) != 0)
-    throw std::bad_alloc();
-  return p;
-}
-void* operator new[](std::size_t n, std::align_val_t a) { return operator new(n, a); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+#include "counting_new.hpp"
 
 namespace {
 
-constexpr ArchSpec kCustomSmall =
-    arch<5>({1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
-            {Kind::C, Kind::D2, Kind::D, Kind::S, Kind::S}, 3, 16, 8);
+using test_support::kCustomSmall;
 using Small = Model<kCustomSmall, Input<96, 64>, Classes<7>>;
 
 std::vector<float> random_images(int batch, int seed) {
@@ -60,66 +39,6 @@ std::vector<float> random_images(int batch, int seed) {
   std::vector<float> x(std::size_t(batch) * 3 * 96 * 64);
   for (auto& v : x) v = d(gen);
   return x;
-}
-
-// A copy of a safetensors file with one change, written by a minimal writer.
-struct Edit {
-  std::string drop;                     // tensor to leave out
-  std::string add;                      // extra tensor to add (f32, shape [1])
-  std::string reshape;                  // tensor whose shape becomes [1]
-  std::map<std::string, std::string> meta;  // metadata overrides
-  float poison = 0.0f;                  // written into the first element of `poison_at`
-  std::string poison_at;
-};
-
-std::string rewrite(const std::string& src, const std::string& dst, const Edit& e) {
-  io::SafetensorsFile f(src);
-  std::string header = "{\"__metadata__\":{";
-  auto meta = f.metadata();
-  for (auto& [k, v] : e.meta) meta[k] = v;
-  bool first = true;
-  for (auto& [k, v] : meta) {
-    header += (first ? "" : ",") + json::quote(k) + ":" + json::quote(v);
-    first = false;
-  }
-  header += "}";
-  std::string data;
-  auto put = [&](const std::string& name, const std::string& dtype,
-                 const std::vector<std::int64_t>& shape, const std::string& bytes) {
-    std::string dims;
-    for (std::size_t i = 0; i < shape.size(); ++i) dims += (i ? "," : "") + std::to_string(shape[i]);
-    header += "," + json::quote(name) + ":{\"dtype\":\"" + dtype + "\",\"shape\":[" + dims +
-              "],\"data_offsets\":[" + std::to_string(data.size()) + "," +
-              std::to_string(data.size() + bytes.size()) + "]}";
-    data += bytes;
-  };
-  for (auto& [name, t] : f.tensors()) {
-    if (name == e.drop) continue;
-    std::string bytes(reinterpret_cast<const char*>(t.data), t.bytes);
-    auto shape = t.shape;
-    if (name == e.reshape) {
-      shape = {1};
-      bytes.resize(io::dtype_size(t.dtype));
-    }
-    if (name == e.poison_at) std::memcpy(bytes.data(), &e.poison, 4);
-    put(name, io::dtype_name(t.dtype), shape, bytes);
-  }
-  if (!e.add.empty()) put(e.add, "F32", {1}, std::string(4, '\0'));
-  header += "}";
-  std::ofstream out(dst, std::ios::binary);
-  const std::uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out.put(char((n >> (8 * i)) & 0xFF));
-  out << header << data;
-  return dst;
-}
-
-std::string load_error(const std::string& path) {
-  try {
-    (void)Small::load(path);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -201,37 +120,6 @@ TEST_CASE("workspace misuse is reported", "[model]") {
   using Other = Model<variants::Tiny, Input<64, 64>, Classes<7>>;
   Workspace other(Other::activation_bytes_per_image / sizeof(float), 1);
   CHECK_THROWS_WITH(net.forward(x.data(), 1, y.data(), other), Catch::Contains("different model type"));
-}
-
-TEST_CASE("broken or mismatched weight files are reported by name", "[model][errors]") {
-  const std::string src = fixture("custom_small.safetensors");
-  const std::string tmp = fixture("edited.safetensors");
-  CHECK_THAT(load_error(rewrite(src, tmp, {.drop = "stages.2.0.attn.qkv1.weight"})),
-             Catch::Contains("missing tensor 'stages.2.0.attn.qkv1.weight'") &&
-                 Catch::Contains("expected shape [192, 64]"));
-  CHECK_THAT(load_error(rewrite(src, tmp, {.add = "stages.9.0.extra"})),
-             Catch::Contains("unexpected tensor") && Catch::Contains("stages.9.0.extra"));
-  CHECK_THAT(load_error(rewrite(src, tmp, {.reshape = "head.bias"})),
-             Catch::Contains("'head.bias' has shape [1], expected [7]"));
-  CHECK_THAT(load_error(rewrite(src, tmp, {.meta = {{"lemevit.dims", "32,32,64,96,160"}}})),
-             Catch::Contains("does not match the model type") && Catch::Contains("dims"));
-  CHECK_THAT(load_error(rewrite(src, tmp, {.meta = {{"lemevit.num_classes", "10"}}})),
-             Catch::Contains("num_classes 10 in the file vs 7"));
-  CHECK_THAT(load_error(rewrite(src, tmp, {.poison = NAN, .poison_at = "norm_c.weight"})),
-             Catch::Contains("'norm_c.weight' contains NaN"));
-  // Truncation: cut the file in the middle of the tensor data.
-  {
-    std::ifstream in(src, std::ios::binary);
-    std::string bytes((std::istreambuf_iterator<char>(in)), {});
-    std::ofstream(tmp, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
-  }
-  CHECK_THAT(load_error(tmp), Catch::Contains("past the end"));
-  {
-    std::ofstream(tmp, std::ios::binary) << "abc";
-  }
-  CHECK_THAT(load_error(tmp), Catch::Contains("truncated"));
-  CHECK_THAT(load_error(fixture("does-not-exist.safetensors")), Catch::Contains("cannot open"));
-  std::remove(tmp.c_str());
 }
 
 TEST_CASE("a file of another architecture is refused with the differences", "[model][errors]") {

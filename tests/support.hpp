@@ -8,7 +8,16 @@
 
 #include <catch2/catch.hpp>
 
+#include <lemevit/arch.hpp>
+
 namespace test_support {
+
+// The small custom configuration of tools/make_fixtures.py (cases
+// custom_small*): C, D2, D, S, S at head_dim 16 with 8 meta tokens, mlp ratio
+// 3, for a 96x64 input and 7 classes.
+inline constexpr lemevit::ArchSpec kCustomSmall = lemevit::arch<5>(
+    {1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
+    {lemevit::Kind::C, lemevit::Kind::D2, lemevit::Kind::D, lemevit::Kind::S, lemevit::Kind::S}, 3, 16, 8);
 
 // Golden cases are written by tools/make_fixtures.py (PyTorch reference);
 // the build passes their folder in LEMEVIT_FIXTURES.
