@@ -46,20 +46,5 @@ TEST_CASE("whole models on the GPU match PyTorch", "[cuda]") {
 
 TEST_CASE("backbone features on the GPU match PyTorch", "[cuda]") {
   if (!have_gpu()) return;
-  using Net = Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Cuda>;
-  const Net net = Net::load(fixture("custom_small.safetensors"));
-  const auto x = io::read_npy(fixture("custom_small.input.npy"));
-  const int batch = int(x.shape[0]);
-  std::vector<std::vector<float>> maps(Net::num_stages);
-  std::vector<float*> out;
-  for (int i = 0; i < Net::num_stages; ++i) {
-    maps[i].resize(std::size_t(batch) * Net::stage_channels(i) * Net::stage_height(i) * Net::stage_width(i));
-    out.push_back(maps[i].data());
-  }
-  auto ws = net.make_workspace(batch);
-  net.features(x.data.data(), batch, out, ws);
-  for (int i = 0; i < Net::num_stages; ++i) {
-    const auto want = io::read_npy(fixture("custom_small.stage" + std::to_string(i) + ".npy"));
-    CHECK(test_support::relative_error(maps[i].data(), want.data.data(), maps[i].size()) < 1e-4);
-  }
+  test_support::golden_features<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Cuda>>("custom_small");
 }

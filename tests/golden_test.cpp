@@ -84,33 +84,10 @@ TEST_CASE("the Eigen backend matches PyTorch too", "[golden][small]") {
   golden<Model<variants::Tiny, Input<224, 224>, Classes<1000>, backend::Eigen>>("tiny_224");
 }
 
-template <class Net>
-void golden_features(const std::string& name) {
-  const Net net = Net::load(fixture(name + ".safetensors"));
-  const auto x = io::read_npy(fixture(name + ".input.npy"));
-  const int batch = int(x.shape[0]);
-  std::vector<std::vector<float>> maps(Net::num_stages);
-  std::vector<float*> out;
-  for (int i = 0; i < Net::num_stages; ++i) {
-    maps[i].resize(std::size_t(batch) * Net::stage_channels(i) * Net::stage_height(i) * Net::stage_width(i));
-    out.push_back(maps[i].data());
-  }
-  auto ws = net.make_workspace(batch);
-  net.features(x.data.data(), batch, out, ws);
-  for (int i = 0; i < Net::num_stages; ++i) {
-    const auto want = io::read_npy(fixture(name + ".stage" + std::to_string(i) + ".npy"));
-    REQUIRE(want.shape == std::vector<std::int64_t>{batch, Net::stage_channels(i), Net::stage_height(i),
-                                                    Net::stage_width(i)});
-    const double err = test_support::relative_error(maps[i].data(), want.data.data(), maps[i].size());
-    INFO(name << " stage " << i << ": relative error " << err);
-    CHECK(err < 1e-4);
-  }
-}
-
 TEST_CASE("backbone features of every stage match PyTorch", "[golden][features][small]") {
-  golden_features<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
+  test_support::golden_features<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
 }
 
 TEST_CASE("backbone features of LeMeViT-Tiny match PyTorch", "[golden][features]") {
-  golden_features<Model<variants::Tiny, Input<224, 224>, Classes<1000>, Default>>("tiny_224");
+  test_support::golden_features<Model<variants::Tiny, Input<224, 224>, Classes<1000>, Default>>("tiny_224");
 }

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <lemevit/arch.hpp>
+#include <lemevit/io/npy.hpp>
 
 namespace test_support {
 
@@ -36,6 +37,30 @@ inline double relative_error(const float* a, const float* b, std::size_t n) {
     scale = std::max(scale, std::fabs(double(b[i])));
   }
   return diff / std::max(scale, 1e-30);
+}
+
+// Every stage's feature map of fixture `name` against PyTorch's forward_features.
+template <class Net>
+void golden_features(const std::string& name) {
+  const Net net = Net::load(fixture(name + ".safetensors"));
+  const auto x = lemevit::io::read_npy(fixture(name + ".input.npy"));
+  const int batch = int(x.shape[0]);
+  std::vector<std::vector<float>> maps(Net::num_stages);
+  std::vector<float*> out;
+  for (int i = 0; i < Net::num_stages; ++i) {
+    maps[i].resize(std::size_t(batch) * Net::stage_channels(i) * Net::stage_height(i) * Net::stage_width(i));
+    out.push_back(maps[i].data());
+  }
+  auto ws = net.make_workspace(batch);
+  net.features(x.data.data(), batch, out, ws);
+  for (int i = 0; i < Net::num_stages; ++i) {
+    const auto want = lemevit::io::read_npy(fixture(name + ".stage" + std::to_string(i) + ".npy"));
+    REQUIRE(want.shape == std::vector<std::int64_t>{batch, Net::stage_channels(i), Net::stage_height(i),
+                                                    Net::stage_width(i)});
+    const double err = relative_error(maps[i].data(), want.data.data(), maps[i].size());
+    INFO(name << " stage " << i << ": relative error " << err);
+    CHECK(err < 1e-4);
+  }
 }
 
 }  // namespace test_support
