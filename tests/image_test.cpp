@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 #include <sstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -201,7 +202,51 @@ TEST_CASE("short-side resize and center crop match torchvision", "[image]") {
     REQUIRE(cropped.width == want.width);
     REQUIRE(cropped.height == want.height);
     CHECK(diff(cropped, want).max == 0);
+    // The pipeline resamples only the pixels the crop keeps: still PIL's.
+    img::Preprocess pp;
+    pp.resize_short = num(c, "short");
+    pp.crop = num(c, "crop");
+    pp.interp = interp_of(str(c, "interp"));
+    const img::Image fused = pp.apply(src);
+    REQUIRE(fused.width == want.width);
+    REQUIRE(fused.height == want.height);
+    CHECK(diff(fused, want).max == 0);
   }
+}
+
+TEST_CASE("a crop of a resize computes the same pixels as resizing everything", "[image]") {
+  // Reference: the whole resize then the crop, both checked against PIL above.
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int w = 1 + int(rng() % 40), h = 1 + int(rng() % 40);
+    img::Image src(w, h);
+    for (auto& v : src.rgb) v = std::uint8_t(rng());
+    const int out_w = 1 + int(rng() % 60), out_h = 1 + int(rng() % 60);
+    const int crop_w = 1 + int(rng() % 50), crop_h = 1 + int(rng() % 50);
+    for (img::Interp interp : {img::Interp::Nearest, img::Interp::Bilinear, img::Interp::Bicubic}) {
+      INFO(w << "x" << h << " -> " << out_w << "x" << out_h << " crop " << crop_w << "x" << crop_h << " "
+              << img::interp_name(interp));
+      const img::Image want = img::center_crop(img::resize(src, out_w, out_h, interp), crop_w, crop_h);
+      const img::Image got = img::detail::resize_center_crop(src, out_w, out_h, interp, crop_w, crop_h);
+      REQUIRE(got.width == crop_w);
+      REQUIRE(got.height == crop_h);
+      CHECK(got.rgb == want.rgb);
+    }
+  }
+}
+
+TEST_CASE("an extreme aspect ratio is cropped without resizing the whole image", "[image]") {
+  // 1 x 13392 pixels (a fuzzer's TGA): timm's pipeline would make it 32 x 428544.
+  img::Image thin(1, 13392);
+  for (std::size_t i = 0; i < thin.rgb.size(); ++i) thin.rgb[i] = std::uint8_t(i * 7);
+  const img::Preprocess pp = img::Preprocess::timm_eval(28);
+  const auto x = img::to_tensor(thin, pp, 28, 28);
+  CHECK(x.size() == 3u * 28 * 28);
+  // A long side past 2^30 is refused by name, not attempted.
+  img::Preprocess huge;
+  huge.resize_short = 256;
+  huge.crop = 224;
+  CHECK_THROWS_WITH(huge.apply(img::Image(1, 5'000'000)), Catch::Contains("long side of 1280000000"));
 }
 
 TEST_CASE("preset pipelines match torchvision tensors", "[image]") {

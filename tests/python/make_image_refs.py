@@ -37,7 +37,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PHOTOS = os.path.join(HERE, "..", "images")
 
 PIL_INTERP = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-TV_INTERP = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
+TV_INTERP = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
+             "nearest": T.InterpolationMode.NEAREST}
 
 
 def png_bytes(width, height, bit_depth, color_type, rows):
@@ -131,7 +132,7 @@ def make_broken(out):
         png = f.read()
     with open(os.path.join(out, "truncated.png"), "wb") as f:
         f.write(png[: len(png) // 2])
-    broken["truncated.png"] = "cannot decode"
+    broken["truncated.png"] = "truncated PNG"
     with open(os.path.join(out, "text.png"), "w") as f:
         f.write("This is a text file with an image's name.\n")
     broken["text.png"] = "cannot decode"
@@ -198,7 +199,8 @@ def main():
         ("grace_hopper.jpg", 256, 224, "bicubic"), ("rocket.jpg", 248, 224, "bicubic"),
         ("rocket.jpg", 229, 224, "bilinear"), ("camera.png", 256, 224, "bicubic"),
         ("noise.png", 23, 40, "bilinear"), ("noise.png", 30, 33, "bicubic"),
-        ("grace_hopper.jpg", 227, 224, "bilinear"),
+        ("grace_hopper.jpg", 227, 224, "bilinear"), ("rocket.jpg", 120, 96, "nearest"),
+        ("camera.png", 37, 50, "nearest"),
     ]
     crop_cases = []
     for i, (src, short, crop, interp) in enumerate(crop_specs):

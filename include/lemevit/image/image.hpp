@@ -19,7 +19,8 @@
 //
 // The files are untrusted: the declared size is checked against a pixel limit
 // before anything image-sized is allocated, and truncated JPEG/BMP files are
-// refused like PIL refuses them (stb would silently fill the rest).
+// refused like PIL refuses them (stb would silently fill the rest), and so
+// are PNG chunks longer than the file.
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -231,6 +232,21 @@ inline bool bmp_complete(const std::uint8_t* b, std::size_t n) {
   return std::int64_t(n) >= std::int64_t(offset) + stride * (h < 0 ? -h : h);
 }
 
+// Every PNG chunk up to IEND must fit in the file. stb 2.27 grows its IDAT
+// buffer to the length a chunk declares before reading it, so a forged
+// length in a 200-byte file costs gigabytes. (A file without IEND is left
+// to stb, as PIL decodes it.)
+inline bool png_chunks_fit(const std::uint8_t* b, std::size_t n) {
+  std::size_t at = 8;  // past the signature
+  while (at + 8 <= n) {
+    const std::uint64_t len = be32(b + at);
+    if (len > n - at - 8 || n - at - 8 - len < 4) return false;  // data + CRC
+    if (std::memcmp(b + at + 4, "IEND", 4) == 0) return true;
+    at += 12 + len;
+  }
+  return true;
+}
+
 // P5/P6 header numbers (width, height, maxval), tokenised as stb does
 // (whitespace is isspace, a comment runs to CR or LF), or nullopt when one is
 // missing or longer than 9 digits: stb 2.27 accumulates them in an int
@@ -353,6 +369,9 @@ inline Image decode_image(const std::uint8_t* data, std::size_t size, const std:
     if (stb_decodes && jpeg.undefined_table)
       throw Error(name + ": cannot decode image: corrupt JPEG (a scan uses an undefined Huffman table)");
   }
+
+  if (fmt == Format::Png && !detail::png_chunks_fit(data, size))
+    throw Error(name + ": truncated PNG (a chunk is longer than the rest of the file)");
 
   // PIL rescales other PNM maxvals (and stb 2.27 reads 16-bit samples in the
   // wrong byte order): refused rather than decoded differently. Checked

@@ -85,20 +85,21 @@ struct Preprocess {
     return {w, h};
   }
 
-  // Resize and crop, the uint8 part of the pipeline.
+  // Resize and crop, the uint8 part of the pipeline. With a crop, only the
+  // pixels the crop keeps are resampled (the same pixels as resizing first).
   Image apply(const Image& img) const {
     validate();
-    Image out;
-    const Image* cur = &img;
-    if (resize_wh) {
-      out = resize(img, resize_wh->first, resize_wh->second, interp);
-      cur = &out;
-    } else if (resize_short) {
-      out = resize_short_side(img, resize_short, interp);
-      cur = &out;
-    }
-    if (crop) return center_crop(*cur, crop, crop);
-    return cur == &img ? img : out;
+    detail::check_sizes(img, 1, 1, "preprocess");
+    const auto [out_w, out_h] = output_wh(img.width, img.height);
+    if (std::int64_t(out_w) * out_h > kDefaultMaxPixels)
+      throw Error("preprocess: a " + std::to_string(img.width) + "x" + std::to_string(img.height) +
+                  " image would become " + std::to_string(out_w) + "x" + std::to_string(out_h) +
+                  " pixels; refused");
+    int w = img.width, h = img.height;
+    if (resize_wh) std::tie(w, h) = *resize_wh;
+    else if (resize_short) std::tie(w, h) = short_side_size(w, h, resize_short);
+    if (crop) return detail::resize_center_crop(img, w, h, interp, crop, crop);
+    return resize(img, w, h, interp);
   }
 };
 
