@@ -12,6 +12,12 @@ warm-up), `lemevit infer` checks that both give the same logits, and the
 machine's FMA peak (register-only loop of build/bench/lemevit_bench, same
 run) turns the library's GFLOP/s into a fraction of peak. Writes
 OUT/compare.json, OUT/compare.md (the README's table) and OUT/compare.png.
+
+Both sides run with the same OpenMP wait policy: whatever OMP_WAIT_POLICY
+says, libgomp's default (spin briefly, then sleep) when unset. The other
+tools of this project set PASSIVE to stay polite on shared machines; here it
+would time thread wake-ups (PASSIVE made Tiny at batch 1 about 1.5x slower
+on 2 cores), so it is not set.
 """
 
 import argparse
@@ -24,14 +30,21 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY")
 import lemevit_ref  # noqa: E402
 from convert import make_metadata, write_safetensors  # noqa: E402
+
+# convert.py sets PASSIVE for itself; the lemevit runs inherit the caller's
+# policy, as torch (imported above, before it) did.
+if WAIT_POLICY is None:
+    os.environ.pop("OMP_WAIT_POLICY", None)
+else:
+    os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
 
 ALL = ["lemevit_tiny", "lemevit_small", "lemevit_base", "lemevit_small_v2", "lemevit_tiny_v2", "vit_tiny"]
 
@@ -116,6 +129,7 @@ def main():
                                                               time.strftime("%Y-%m-%d"))
     except (OSError, IndexError):
         pass
+    machine += ", OMP_WAIT_POLICY %s" % (WAIT_POLICY or "unset")
     json.dump({"machine": machine, "fma_peak_gflops": peak, "torch": torch.__version__, "rows": rows},
               open(os.path.join(args.out, "compare.json"), "w"), indent=1)
     with open(os.path.join(args.out, "compare.md"), "w") as f:

@@ -32,7 +32,7 @@ class Args {
       }
       if (switches.count(a)) {
         if (has_value) fail("flag " + a + " takes no value");
-        values_[a] = "1";
+        values_[a].assign(1, '1');  // (= "1" trips GCC 12's false -Wrestrict, PR 105329)
       } else if (valued.count(a)) {
         if (!has_value) {
           if (i + 1 >= argc) fail("flag " + a + " needs a value");
@@ -65,6 +65,18 @@ class Args {
     }
     fail("flag " + flag + " must be an integer in [" + std::to_string(min) + ", " +
          std::to_string(max) + "], got '" + v + "'");
+  }
+  // A real number in [min, max], the whole value read ("0.5junk" is refused).
+  float real(const std::string& flag, float fallback, float min, float max, const std::string& what) const {
+    if (!has(flag)) return fallback;
+    const std::string v = get(flag);
+    try {
+      std::size_t used = 0;
+      const float x = std::stof(v, &used);
+      if (used == v.size() && x >= min && x <= max) return x;
+    } catch (...) {
+    }
+    fail(what + ", got '" + v + "'");
   }
   const std::vector<std::string>& positional() const { return positional_; }
 

@@ -65,15 +65,7 @@ int attention(int argc, char** argv) {
   const std::string path = args.positional()[0];
   const std::string output = args.has("-o") ? args.get("-o") : args.required("--output");
   const int size = args.integer("--size", 448, 16, 8192);
-  float alpha = 0.5f;
-  if (args.has("--alpha")) {
-    try {
-      alpha = std::stof(args.get("--alpha"));
-    } catch (...) {
-      alpha = -1;
-    }
-    if (!(alpha >= 0 && alpha <= 1)) args.fail("--alpha must be a number in [0, 1]");
-  }
+  const float alpha = args.real("--alpha", 0.5f, 0.0f, 1.0f, "--alpha must be a number in [0, 1]");
   set_threads(args);
   if (device(args) != Device::Cpu)
     args.fail("attention maps are read on the host: use --device cpu (the default)");

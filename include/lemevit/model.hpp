@@ -9,7 +9,9 @@
 //
 // Every shape is a constant expression; a loaded model is immutable, so any
 // number of threads may run it at once, each with its own Workspace.
+#include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <new>
 #include <optional>
@@ -160,11 +162,27 @@ class Model {
   // `observer` (optional) sees stage outputs and meta-token attention.
   void forward(const float* input, int batch, float* logits, Workspace& ws,
                Observer* observer = nullptr) const {
-    layers::Activations a = bind(ws, batch);
-    run_backbone(input, batch, a, observer);
-    if (logits) head(a, batch, logits);
-    Kernels<B>::synchronize();
+    if (observer || batch <= images_per_pass) {
+      forward_pass(input, batch, logits, ws, observer);
+      return;
+    }
+    bind(ws, batch);  // the same checks as one pass
+    for (int b0 = 0; b0 < batch; b0 += images_per_pass) {
+      const int n = std::min(images_per_pass, batch - b0);
+      forward_pass(input + std::size_t(b0) * height * width * channels, n,
+                   logits ? logits + std::size_t(b0) * num_classes() : nullptr, ws, nullptr);
+    }
   }
+
+  // Images that go through the network together. On the CPU a larger batch
+  // runs in passes of this many images, so that one pass's activations stay
+  // in a last-level cache (~8 MiB of them): Tiny at batch 8 ran 15% slower
+  // per image in one pass than image by image. Logits do not depend on it
+  // (every kernel computes an image's rows the same way whatever the batch).
+  // With an observer, the whole batch is one pass. GPUs take the whole batch.
+  static constexpr int images_per_pass =
+      Kernels<B>::host_memory ? int(std::max<std::size_t>(1, (std::size_t(8) << 20) / activation_bytes_per_image))
+                              : std::numeric_limits<int>::max();
 
   // Backbone features like timm's features_only: stage i's map, NCHW
   // (batch x stage_channels(i) x stage_height(i) x stage_width(i)), written
@@ -254,6 +272,13 @@ class Model {
     norm_shift_ = Kernels<B>::make_params(shift.data(), last_dim);
     norm_c_.load(w, "norm_c");
     head_.load(w, "head", head_rows);
+  }
+
+  void forward_pass(const float* input, int batch, float* logits, Workspace& ws, Observer* observer) const {
+    layers::Activations a = bind(ws, batch);
+    run_backbone(input, batch, a, observer);
+    if (logits) head(a, batch, logits);
+    Kernels<B>::synchronize();
   }
 
   layers::Activations bind(Workspace& ws, int batch) const {
