@@ -92,6 +92,26 @@ TEST_CASE("a sample's logits do not depend on its batch", "[model]") {
   }
 }
 
+TEST_CASE("a batch larger than one pass gives the logits of one pass", "[model]") {
+  // The CPU runs a batch in passes of images_per_pass images; with an
+  // observer the whole batch goes through in one pass.
+  const Small net = Small::load(fixture("custom_small.safetensors"));
+  const int batch = Small::images_per_pass + 2;
+  REQUIRE(batch > Small::images_per_pass);
+  const auto x = random_images(batch, 5);
+  auto ws = net.make_workspace(batch);
+  std::vector<float> passes(std::size_t(batch) * 7), whole(passes.size()), one(7);
+  net.forward(x.data(), batch, passes.data(), ws);
+  Observer watch_only;
+  net.forward(x.data(), batch, whole.data(), ws, &watch_only);
+  CHECK(std::memcmp(passes.data(), whole.data(), passes.size() * sizeof(float)) == 0);
+  const std::size_t image = 3 * 96 * 64;
+  for (int b : {0, Small::images_per_pass - 1, Small::images_per_pass, batch - 1}) {
+    net.forward(x.data() + b * image, 1, one.data(), ws);
+    CHECK(std::memcmp(one.data(), passes.data() + b * 7, 7 * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("a sample's logits do not depend on the thread count", "[model]") {
 #ifdef _OPENMP
   const Small net = Small::load(fixture("custom_small.safetensors"));
