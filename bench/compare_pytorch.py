@@ -10,7 +10,10 @@ are written as safetensors, PyTorch (Debian's torch, OpenBLAS/oneDNN, the
 same thread count) and `lemevit bench` time the forward pass (median after
 warm-up), `lemevit infer` checks that both give the same logits, and the
 machine's FMA peak (register-only loop of build/bench/lemevit_bench, same
-run) turns the library's GFLOP/s into a fraction of peak. Writes
+run) turns the library's GFLOP/s into a fraction of peak. A shared or
+virtual machine's speed drifts by tens of percent over minutes, so each
+measurement is taken in --rounds rounds that interleave PyTorch, lemevit and
+the FMA loop; the table reports the medians. Writes
 OUT/compare.json, OUT/compare.md (the README's table) and OUT/compare.png.
 
 Both sides run with the same OpenMP wait policy: whatever OMP_WAIT_POLICY
@@ -79,15 +82,16 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default=",".join(ALL))
     ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=10, help="timed passes per round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved PyTorch / lemevit / FMA-peak rounds per variant and batch")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     lemevit = os.path.join(args.build, "cli", "lemevit")
     os.makedirs(args.out, exist_ok=True)
-    peak = fma_peak(args.build, args.threads)
-    print("FMA peak, %d thread(s): %.1f GFLOP/s" % (args.threads, peak), flush=True)
-    rows = []
+    print("FMA peak, %d thread(s): %.1f GFLOP/s" % (args.threads, fma_peak(args.build, args.threads)), flush=True)
+    rows, all_peaks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants.split(","):
             model = lemevit_ref.build(name).eval()
@@ -107,20 +111,28 @@ def main():
             got = np.load(os.path.join(tmp, "y.npy"))
             err = float(np.abs(got - want).max() / np.abs(want).max())
             for batch in map(int, args.batches.split(",")):
-                t_ms = torch_ms(model, batch, args.iterations) / batch
-                out = subprocess.run([lemevit, "bench", "--weights", weights, "--batch", str(batch), "--threads",
-                                      str(args.threads), "--iterations", str(args.iterations), "--json", "-"],
-                                     check=True, capture_output=True, text=True).stdout
-                ours = json.loads(out[out.index("{"):])
+                torch_runs, ours_runs, peaks = [], [], []
+                for _ in range(args.rounds):
+                    torch_runs.append(torch_ms(model, batch, args.iterations) / batch)
+                    out = subprocess.run([lemevit, "bench", "--weights", weights, "--batch", str(batch),
+                                          "--threads", str(args.threads), "--iterations", str(args.iterations),
+                                          "--json", "-"], check=True, capture_output=True, text=True).stdout
+                    ours_runs.append(json.loads(out[out.index("{"):]))
+                    peaks.append(fma_peak(args.build, args.threads))
+                t_ms = statistics.median(torch_runs)
+                ours_ms = statistics.median(r["ms_per_image"] for r in ours_runs)
+                gflops = ours_runs[0]["gflop_per_image"] / (ours_ms * 1e-3)
+                peak = statistics.median(peaks)
+                all_peaks += peaks
                 row = dict(variant=name, batch=batch, threads=args.threads, torch_ms=t_ms,
-                           lemevit_ms=ours["ms_per_image"], speedup=t_ms / ours["ms_per_image"],
-                           gflops=ours["gflops"], peak_fraction=ours["gflops"] / peak, rel_error=err,
-                           gflop_per_image=ours["gflop_per_image"])
+                           lemevit_ms=ours_ms, speedup=t_ms / ours_ms, gflops=gflops, fma_peak_gflops=peak,
+                           peak_fraction=gflops / peak, rel_error=err, gflop_per_image=ours_runs[0]["gflop_per_image"],
+                           rounds=dict(torch_ms=torch_runs, lemevit_ms=[r["ms_per_image"] for r in ours_runs],
+                                       fma_peak_gflops=peaks))
                 rows.append(row)
                 print("%-17s batch %d: PyTorch %8.2f ms/img  lemevit %8.2f ms/img  %5.2fx  %5.1f GFLOP/s "
-                      "(%4.1f%% of peak)  rel err %.1e" % (name, batch, t_ms, row["lemevit_ms"], row["speedup"],
-                                                           row["gflops"], 100 * row["peak_fraction"], err),
-                      flush=True)
+                      "(%4.1f%% of %.0f peak)  rel err %.1e" % (name, batch, t_ms, ours_ms, row["speedup"], gflops,
+                                                               100 * row["peak_fraction"], peak, err), flush=True)
     machine = "%s, %d thread(s), %s" % (platform.processor() or platform.machine(), args.threads,
                                          time.strftime("%Y-%m-%d"))
     try:
@@ -130,10 +142,14 @@ def main():
     except (OSError, IndexError):
         pass
     machine += ", OMP_WAIT_POLICY %s" % (WAIT_POLICY or "unset")
-    json.dump({"machine": machine, "fma_peak_gflops": peak, "torch": torch.__version__, "rows": rows},
+    peak = statistics.median(all_peaks)
+    json.dump({"machine": machine, "fma_peak_gflops": peak, "torch": torch.__version__, "rounds": args.rounds,
+               "rows": rows},
               open(os.path.join(args.out, "compare.json"), "w"), indent=1)
     with open(os.path.join(args.out, "compare.md"), "w") as f:
-        f.write("Measured %s; FMA peak %.1f GFLOP/s (register-only loop, same run).\n\n" % (machine, peak))
+        f.write("Measured %s; FMA peak %.1f GFLOP/s (register-only loop, median over the run; each row "
+                "uses the peak measured in its own rounds). Medians of %d interleaved rounds of %d passes.\n\n"
+                % (machine, peak, args.rounds, args.iterations))
         f.write("| model | batch | PyTorch ms/img | lemevit ms/img | speed-up | GFLOP/s | % of FMA peak |\n")
         f.write("|---|---|---|---|---|---|---|\n")
         for r in rows:
