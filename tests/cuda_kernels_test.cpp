@@ -18,6 +18,7 @@
 
 #include "lemevit/backend/cuda.hpp"
 #include "lemevit/backend/reference.hpp"
+#include "compare.hpp"
 
 namespace {
 
@@ -41,13 +42,9 @@ bool have_device() {
     }                                                 \
   } while (0)
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using test_compare::random_vector;
+using test_compare::require_close;
+using test_compare::same_bits;
 
 // Device memory holding a copy of a host vector, released at scope end.
 class Dev {
@@ -69,31 +66,6 @@ class Dev {
   std::size_t n_;
 };
 
-// max |got - ref| <= rel * max |ref| over n floats, all finite.
-void require_close(const std::vector<float>& got, const std::vector<float>& ref, double rel,
-                   const std::string& what) {
-  REQUIRE(got.size() == ref.size());
-  double max_err = 0.0, max_ref = 0.0;
-  std::size_t at = 0;
-  bool finite = true;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    if (std::isfinite(ref[i]) && !std::isfinite(got[i])) finite = false;
-    const double e = std::fabs(double(got[i]) - double(ref[i]));
-    if (e > max_err) {
-      max_err = e;
-      at = i;
-    }
-    max_ref = std::max(max_ref, std::fabs(double(ref[i])));
-  }
-  INFO(what << ": max error " << max_err << " at " << at << " (got " << got[at] << ", want " << ref[at]
-            << "), max |ref| " << max_ref);
-  REQUIRE(finite);
-  REQUIRE(max_err <= rel * max_ref);
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 const char* epilogue_name(Epilogue e) {
   switch (e) {

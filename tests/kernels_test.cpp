@@ -22,6 +22,7 @@
 
 #include "lemevit/backend/reference.hpp"
 #include "lemevit/backend/simd.hpp"
+#include "compare.hpp"
 
 // Every operator new of this program is counted: the kernels must not
 // allocate (only prepare_linear may, at load time).
@@ -50,45 +51,9 @@ using Ref = Kernels<lemevit::backend::Reference>;
 #define LEMEVIT_TEST_ARCHS xsimd::default_arch
 #endif
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float lo = -1.0f,
-                                 float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-// max |got - ref| <= rel * max |ref| over n floats.
-void require_close(const float* got, const float* ref, std::size_t n, double rel,
-                   const std::string& what) {
-  double max_err = 0.0, max_ref = 0.0;
-  std::size_t at = 0;
-  bool finite = true;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (std::isfinite(ref[i]) && !std::isfinite(got[i])) finite = false;
-    const double e = std::fabs(double(got[i]) - double(ref[i]));
-    if (e > max_err) {
-      max_err = e;
-      at = i;
-    }
-    max_ref = std::max(max_ref, std::fabs(double(ref[i])));
-  }
-  INFO(what << ": max error " << max_err << " at " << at << " (got " << got[at] << ", want "
-            << ref[at] << "), max |ref| " << max_ref);
-  REQUIRE(finite);
-  REQUIRE(max_err <= rel * max_ref);
-}
-
-void require_close(const std::vector<float>& got, const std::vector<float>& ref, double rel,
-                   const std::string& what) {
-  REQUIRE(got.size() == ref.size());
-  require_close(got.data(), ref.data(), got.size(), rel, what);
-}
-
-bool same_bits(const float* a, const float* b, std::size_t n) {
-  return std::memcmp(a, b, n * sizeof(float)) == 0;
-}
+using test_compare::random_vector;
+using test_compare::require_close;
+using test_compare::same_bits;
 
 int default_threads() {
 #if defined(_OPENMP)

@@ -15,34 +15,15 @@
 #include "cuda_runtime.h"  // the emulation, found first
 #include "kernels.cuh"
 #include "lemevit/backend/reference.hpp"
+#include "compare.hpp"  // tests/
 
 namespace {
 
 namespace k = lemevit::backend::cuda::kernels;
 using Ref = lemevit::Kernels<lemevit::backend::Reference>;
 
-std::vector<float> random_vector(std::size_t n, std::uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
-void require_close(const std::vector<float>& got, const std::vector<float>& ref, double rel,
-                   const std::string& what) {
-  REQUIRE(got.size() == ref.size());
-  double max_err = 0.0, max_ref = 0.0;
-  bool finite = true;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    if (std::isfinite(ref[i]) && !std::isfinite(got[i])) finite = false;
-    max_err = std::max(max_err, std::fabs(double(got[i]) - double(ref[i])));
-    max_ref = std::max(max_ref, std::fabs(double(ref[i])));
-  }
-  INFO(what << ": max error " << max_err << ", max |ref| " << max_ref);
-  REQUIRE(finite);
-  REQUIRE(max_err <= rel * max_ref);
-}
+using test_compare::random_vector;
+using test_compare::require_close;
 
 // Launches attention as kernels.cu does, on an H100's 132 SMs unless told.
 template <int HD>
