@@ -77,12 +77,17 @@ struct Preprocess {
         bad("std must be finite and nonzero, mean finite");
   }
 
+  // The (width, height) of a w x h image after the resize step.
+  std::pair<int, int> resized_wh(int w, int h) const {
+    if (resize_wh) return *resize_wh;
+    if (resize_short) return short_side_size(w, h, resize_short);
+    return {w, h};
+  }
+
   // The (width, height) the pipeline yields for an input image of w x h.
   std::pair<int, int> output_wh(int w, int h) const {
-    if (resize_wh) w = resize_wh->first, h = resize_wh->second;
-    else if (resize_short) std::tie(w, h) = short_side_size(w, h, resize_short);
-    if (crop) w = h = crop;
-    return {w, h};
+    const auto resized = resized_wh(w, h);
+    return crop ? std::pair{crop, crop} : resized;
   }
 
   // Resize and crop, the uint8 part of the pipeline. With a crop, only the
@@ -95,9 +100,7 @@ struct Preprocess {
       throw Error("preprocess: a " + std::to_string(img.width) + "x" + std::to_string(img.height) +
                   " image would become " + std::to_string(out_w) + "x" + std::to_string(out_h) +
                   " pixels; refused");
-    int w = img.width, h = img.height;
-    if (resize_wh) std::tie(w, h) = *resize_wh;
-    else if (resize_short) std::tie(w, h) = short_side_size(w, h, resize_short);
+    const auto [w, h] = resized_wh(img.width, img.height);
     if (crop) return detail::resize_center_crop(img, w, h, interp, crop, crop);
     return resize(img, w, h, interp);
   }
