@@ -15,6 +15,8 @@
 #include <mpi.h>
 #endif
 
+#include <lemevit/evaluation.hpp>
+
 #include "common.hpp"
 #include "images.hpp"
 #include "models.hpp"
@@ -26,49 +28,25 @@ namespace fs = std::filesystem;
 
 constexpr const char* kHelp =
     "usage: lemevit evaluate [--weights W.safetensors] --data DIR [preprocessing flags]\n"
-    "                        [--batch B] [--threads T] [--strict] [--json FILE|-]\n"
+    "                        [--class-map auto|names|sorted] [--batch B] [--threads T]\n"
+    "                        [--strict] [--json FILE|-]\n"
     "\n"
-    "Evaluates a model over an ImageFolder tree: DIR/<class>/.../<image>, classes in\n"
-    "sorted folder-name order (as torchvision's ImageFolder). Prints accuracy, macro\n"
-    "precision, recall and F1, a per-class report and the confusion matrix.\n"
-    "  --weights  default: $LEMEVIT_WEIGHTS, else the bundled Fashion-MNIST model\n"
-    "  --batch    images per forward pass (default 32)\n"
-    "  --strict   fail on the first unreadable image (default: report it and skip it)\n"
-    "  --json     write accuracy, metrics and per-image predictions to FILE or stdout ('-')\n"
+    "Evaluates a model over an ImageFolder tree, DIR/<class>/.../<image>. Prints accuracy,\n"
+    "macro precision, recall and F1, a per-class report and the confusion matrix.\n"
+    "  --class-map  which model class each folder holds (default auto):\n"
+    "               names: folders named after the model's classes (case, ' ', '_', '-', '/'\n"
+    "                 alike), in any order; they may be a subset of the classes, and the\n"
+    "                 metrics then average over the classes present;\n"
+    "               sorted: sorted folder order = class index (torchvision's ImageFolder);\n"
+    "               auto: names when every folder names a class, else sorted, refused when\n"
+    "                 some folders are named after classes of other indices\n"
+    "  --weights    default: $LEMEVIT_WEIGHTS, else the bundled Fashion-MNIST model\n"
+    "  --batch      images per forward pass (default 32)\n"
+    "  --strict     fail on the first unreadable image (default: report it and skip it)\n"
+    "  --json       write accuracy, metrics and per-image predictions to FILE or stdout ('-')\n"
+    "Symbolic links to folders are followed; a link loop is reported and skipped.\n"
     "Under mpirun (built with OpenMPI), each rank evaluates every size-th image and rank 0\n"
     "gathers and reports the same metrics as one process.\n";
-
-// torchvision's IMG_EXTENSIONS.
-bool is_image(const fs::path& p) {
-  std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  for (const char* e : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
-    if (ext == e) return true;
-  return false;
-}
-
-struct Sample {
-  std::string path;  // relative to DIR
-  int label;
-};
-
-std::vector<Sample> scan(const std::string& root, std::vector<std::string>& classes) {
-  std::error_code ec;
-  if (!fs::is_directory(root, ec)) throw lemevit::Error(root + ": not a directory");
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) classes.push_back(e.path().filename().string());
-  std::sort(classes.begin(), classes.end());
-  std::vector<Sample> samples;
-  for (std::size_t c = 0; c < classes.size(); ++c) {
-    std::vector<std::string> files;
-    for (const auto& e : fs::recursive_directory_iterator(fs::path(root) / classes[c],
-                                                          fs::directory_options::follow_directory_symlink))
-      if (e.is_regular_file() && is_image(e.path())) files.push_back(fs::relative(e.path(), root).string());
-    std::sort(files.begin(), files.end());
-    for (auto& f : files) samples.push_back({f, int(c)});
-  }
-  return samples;
-}
 
 // MPI when launched by mpirun; a single process otherwise.
 struct World {
@@ -112,9 +90,10 @@ void progress(std::size_t done, std::size_t total, double seconds) {
 }  // namespace
 
 int evaluate(int argc, char** argv) {
+  namespace ev = lemevit::evaluation;
   World world;
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device"});
+  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device", "--class-map"});
   Args args("evaluate", argc, argv, valued, {"--strict", "--help"});
   if (args.has("--help")) {
     if (world.rank == 0) std::cout << kHelp << "\n" << kPreprocessHelp;
@@ -124,15 +103,20 @@ int evaluate(int argc, char** argv) {
   const std::string root = args.required("--data");
   const int max_batch = args.integer("--batch", 32, 1, 4096);
   const bool strict = args.has("--strict");
+  ev::ClassMap class_map = ev::ClassMap::Auto;
+  try {
+    class_map = ev::parse_class_map(args.get("--class-map", "auto"), "--class-map");
+  } catch (const lemevit::Error& e) {
+    args.fail(e.what());
+  }
   set_threads(args);
   auto model = open_model(args, weights_path(args));
   const auto pp = preprocessing(args, *model);
-  std::vector<std::string> classes;
-  const auto samples = scan(root, classes);
-  if (samples.empty()) throw lemevit::Error(root + ": no images found in class sub-folders");
-  if (int(classes.size()) != model->num_classes())
-    throw lemevit::Error(root + ": has " + std::to_string(classes.size()) + " class folders but the model has " +
-                         std::to_string(model->num_classes()) + " classes");
+  const int k = model->num_classes();
+  const auto folder = ev::scan_image_folder(root, metadata_class_names(*model), k, class_map);
+  if (world.rank == 0)
+    for (const auto& w : folder.warnings) std::cerr << "warning: " << w << "\n";
+  const auto& samples = folder.samples;
   const auto names = class_names(*model);
 
   // predicted[i]: class index, -2 unreadable, -1 another rank's image.
@@ -140,7 +124,7 @@ int evaluate(int argc, char** argv) {
   std::vector<std::size_t> mine;
   for (std::size_t i = world.rank; i < samples.size(); i += world.size) mine.push_back(i);
   const std::size_t image = std::size_t(model->channels()) * model->height() * model->width();
-  std::vector<float> input(image * max_batch), logits(std::size_t(max_batch) * model->num_classes());
+  std::vector<float> input(image * max_batch), logits(std::size_t(max_batch) * k);
   const bool show = world.rank == 0 && isatty(STDERR_FILENO);
   const auto t0 = std::chrono::steady_clock::now();
   for (std::size_t start = 0; start < mine.size(); start += max_batch) {
@@ -171,8 +155,8 @@ int evaluate(int argc, char** argv) {
     }
     if (!slot.empty()) model->forward(input.data(), int(slot.size()), logits.data());
     for (std::size_t j = 0; j < slot.size(); ++j) {
-      const float* l = logits.data() + j * model->num_classes();
-      predicted[mine[start + slot[j]]] = int(std::max_element(l, l + model->num_classes()) - l);
+      const float* l = logits.data() + j * k;
+      predicted[mine[start + slot[j]]] = int(std::max_element(l, l + k) - l);
     }
     if (show)
       progress(start + n, mine.size(),
@@ -182,86 +166,84 @@ int evaluate(int argc, char** argv) {
   world.gather_max(predicted);
   if (world.rank != 0) return 0;
 
-  const int k = model->num_classes();
-  std::vector<std::vector<long>> confusion(k, std::vector<long>(k, 0));
-  long correct = 0, total = 0, skipped = 0;
-  for (std::size_t i = 0; i < samples.size(); ++i) {
-    if (predicted[i] < 0) {
-      ++skipped;
-      continue;
-    }
-    ++confusion[samples[i].label][predicted[i]];
-    correct += predicted[i] == samples[i].label;
-    ++total;
-  }
-  if (total == 0) throw lemevit::Error(root + ": no readable images");
-  // Per-class precision/recall/F1, 0 where undefined (scikit-learn's zero_division=0).
-  std::vector<double> precision(k), recall(k), f1(k);
-  std::vector<long> support(k);
-  double macro_p = 0, macro_r = 0, macro_f = 0;
-  for (int c = 0; c < k; ++c) {
-    long tp = confusion[c][c], predicted_c = 0;
-    for (int r = 0; r < k; ++r) predicted_c += confusion[r][c];
-    for (int p = 0; p < k; ++p) support[c] += confusion[c][p];
-    precision[c] = predicted_c ? double(tp) / predicted_c : 0.0;
-    recall[c] = support[c] ? double(tp) / support[c] : 0.0;
-    f1[c] = precision[c] + recall[c] > 0 ? 2 * precision[c] * recall[c] / (precision[c] + recall[c]) : 0.0;
-    macro_p += precision[c] / k;
-    macro_r += recall[c] / k;
-    macro_f += f1[c] / k;
-  }
-  const double accuracy = double(correct) / total;
+  std::vector<int> labels;
+  for (const auto& s : samples) labels.push_back(s.label);
+  const auto classes = folder.classes();
+  long evaluated = 0;
+  for (int p : predicted) evaluated += p >= 0;
+  if (evaluated == 0) throw lemevit::Error(root + ": no readable images");
+  const auto m = ev::score(labels, predicted, k, classes);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<std::string> folder_of(static_cast<std::size_t>(k));
+  for (std::size_t f = 0; f < folder.folders.size(); ++f) folder_of[std::size_t(folder.folder_class[f])] = folder.folders[f];
 
   std::ostream& out = args.get("--json") == "-" ? std::cerr : std::cout;
-  out << std::fixed << std::setprecision(4) << "images: " << total << " evaluated, " << skipped << " skipped, "
-      << classes.size() << " classes, " << std::setprecision(1) << seconds << " s"
+  out << "images: " << m.images << " evaluated, " << (long(samples.size()) - m.images) << " skipped, "
+      << classes.size() << (int(classes.size()) == k ? "" : " of " + std::to_string(k)) << " classes, "
+      << std::fixed << std::setprecision(1) << seconds << " s"
       << (world.size > 1 ? " on " + std::to_string(world.size) + " MPI ranks" : "") << "\n"
-      << std::setprecision(4) << "accuracy:        " << accuracy << "\nmacro precision: " << macro_p
-      << "\nmacro recall:    " << macro_r << "\nmacro F1:        " << macro_f << "\n\n";
+      << "class map: "
+      << (folder.by_name ? "folders matched to the model's class names"
+                         : "sorted folder order = class index (torchvision ImageFolder)")
+      << "\n" << std::setprecision(4) << "accuracy:        " << m.accuracy << "\nmacro precision: " << m.macro_precision
+      << "\nmacro recall:    " << m.macro_recall << "\nmacro F1:        " << m.macro_f1
+      << (int(classes.size()) == k ? "" : "  (means over the classes present)") << "\n\n";
+  // A row's label: the model's name, and the folder where it is not that name.
+  const auto label = [&](int c) {
+    const std::string& f = folder_of[std::size_t(c)];
+    return ev::class_key(f) == ev::class_key(names[std::size_t(c)]) ? names[std::size_t(c)]
+                                                                     : names[std::size_t(c)] + " [" + f + "]";
+  };
   std::size_t w = 12;
-  for (auto& n : names) w = std::max(w, n.size() + 2);
+  for (int c : classes) w = std::max(w, label(c).size() + 2);
   out << std::left << std::setw(int(w)) << "class" << std::right << std::setw(10) << "precision" << std::setw(10)
       << "recall" << std::setw(10) << "f1" << std::setw(10) << "support" << "\n";
-  for (int c = 0; c < k; ++c)
-    out << std::left << std::setw(int(w)) << names[c] << std::right << std::setw(10) << precision[c]
-        << std::setw(10) << recall[c] << std::setw(10) << f1[c] << std::setw(10) << support[c] << "\n";
-  out << "\nconfusion matrix (rows: true class, columns: predicted)\n";
-  for (int r = 0; r < k; ++r) {
-    for (int c = 0; c < k; ++c) out << std::setw(7) << confusion[r][c];
-    out << "   " << names[r] << "\n";
+  for (const auto& s : m.per_class)
+    out << std::left << std::setw(int(w)) << label(s.index) << std::right << std::setw(10) << s.precision
+        << std::setw(10) << s.recall << std::setw(10) << s.f1 << std::setw(10) << s.support << "\n";
+  out << "\nconfusion matrix (rows: true class, columns: predicted class 0.." << k - 1 << ")\n";
+  for (int r : classes) {
+    for (int c = 0; c < k; ++c) out << std::setw(7) << m.confusion[std::size_t(r)][std::size_t(c)];
+    out << "   " << names[std::size_t(r)] << "\n";
   }
 
   if (args.has("--json")) {
+    using lemevit::json::quote;
     std::ostringstream j;
-    j << std::setprecision(8) << "{\"accuracy\": " << accuracy << ", \"macro_precision\": " << macro_p
-      << ", \"macro_recall\": " << macro_r << ", \"macro_f1\": " << macro_f << ", \"images\": " << total
-      << ", \"skipped\": " << skipped << ", \"ranks\": " << world.size << ", \"classes\": [";
-    for (int c = 0; c < k; ++c)
-      j << (c ? ", " : "") << "{\"folder\": " << lemevit::json::quote(classes[c]) << ", \"name\": "
-        << lemevit::json::quote(names[c]) << ", \"precision\": " << precision[c] << ", \"recall\": " << recall[c]
-        << ", \"f1\": " << f1[c] << ", \"support\": " << support[c] << "}";
+    j << std::setprecision(8) << "{\"accuracy\": " << m.accuracy << ", \"macro_precision\": " << m.macro_precision
+      << ", \"macro_recall\": " << m.macro_recall << ", \"macro_f1\": " << m.macro_f1 << ", \"images\": " << m.images
+      << ", \"skipped\": " << (long(samples.size()) - m.images) << ", \"ranks\": " << world.size
+      << ", \"class_map\": \"" << (folder.by_name ? "names" : "sorted") << "\", \"classes\": [";
+    for (std::size_t i = 0; i < m.per_class.size(); ++i) {
+      const auto& s = m.per_class[i];
+      j << (i ? ", " : "") << "{\"index\": " << s.index << ", \"folder\": " << quote(folder_of[std::size_t(s.index)])
+        << ", \"name\": " << quote(names[std::size_t(s.index)]) << ", \"precision\": " << s.precision
+        << ", \"recall\": " << s.recall << ", \"f1\": " << s.f1 << ", \"support\": " << s.support << "}";
+    }
     j << "], \"confusion\": [";
     for (int r = 0; r < k; ++r) {
       j << (r ? ", " : "") << "[";
-      for (int c = 0; c < k; ++c) j << (c ? ", " : "") << confusion[r][c];
+      for (int c = 0; c < k; ++c) j << (c ? ", " : "") << m.confusion[std::size_t(r)][std::size_t(c)];
       j << "]";
     }
     j << "], \"predictions\": [";
     bool first = true;
     for (std::size_t i = 0; i < samples.size(); ++i) {
       if (predicted[i] < 0) continue;
-      j << (first ? "" : ", ") << "{\"path\": " << lemevit::json::quote(samples[i].path)
-        << ", \"predicted\": " << predicted[i] << ", \"label\": " << samples[i].label << "}";
+      j << (first ? "" : ", ") << "{\"path\": " << quote(samples[i].path) << ", \"predicted\": " << predicted[i]
+        << ", \"predicted_name\": " << quote(names[std::size_t(predicted[i])]) << ", \"label\": " << samples[i].label
+        << ", \"label_name\": " << quote(names[std::size_t(samples[i].label)]) << "}";
       first = false;
     }
     j << "], \"unreadable\": [";
     first = true;
     for (std::size_t i = 0; i < samples.size(); ++i)
       if (predicted[i] == -2) {
-        j << (first ? "" : ", ") << lemevit::json::quote(samples[i].path);
+        j << (first ? "" : ", ") << quote(samples[i].path);
         first = false;
       }
+    j << "], \"warnings\": [";
+    for (std::size_t i = 0; i < folder.warnings.size(); ++i) j << (i ? ", " : "") << quote(folder.warnings[i]);
     j << "]}\n";
     const std::string target = args.get("--json");
     if (target == "-") std::cout << j.str();

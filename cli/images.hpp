@@ -35,18 +35,23 @@ inline std::string weights_path(const Args& args) {
   return LEMEVIT_DEFAULT_WEIGHTS;
 }
 
-// Class names from lemevit.class_names, or "class <i>".
-inline std::vector<std::string> class_names(const lemevit::AnyModel& m) {
+// Class names from lemevit.class_names; empty when the file has none (or
+// not one per class).
+inline std::vector<std::string> metadata_class_names(const lemevit::AnyModel& m) {
   std::vector<std::string> names;
   if (!m.info().class_names.empty()) {
     const auto v = lemevit::json::parse(m.info().class_names);
     if (v.type == lemevit::json::Value::Type::Array)
       for (const auto& n : v.array) names.push_back(n.type == lemevit::json::Value::Type::String ? n.string : "?");
   }
-  if (int(names.size()) != m.num_classes()) {
-    names.clear();
-    for (int i = 0; i < m.num_classes(); ++i) names.push_back("class " + std::to_string(i));
-  }
+  if (int(names.size()) != m.num_classes()) names.clear();
+  return names;
+}
+
+// Class names from lemevit.class_names, or "class <i>".
+inline std::vector<std::string> class_names(const lemevit::AnyModel& m) {
+  std::vector<std::string> names = metadata_class_names(m);
+  for (int i = int(names.size()); i < m.num_classes(); ++i) names.push_back("class " + std::to_string(i));
   return names;
 }
 

@@ -38,6 +38,45 @@ def bundled_torch_model():
     return model, json.loads(meta["lemevit.preprocess"])
 
 
+def fmnist_export(name, limit=0):
+    """The Fashion-MNIST test set (or its first `limit` images) exported as
+    export_imagefolder does: WORK/<name>/<NN_class>/<index>.png, sorted
+    folder order = class index."""
+    data = os.path.join(WORK, name)
+    if not os.path.isdir(data):
+        export_imagefolder.export(data, limit=limit)
+    return data
+
+
+def named_layout(source, target, folders):
+    """target/<folder name> -> source's folder of that class, for {class index: folder name}."""
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(target)
+    for c, name in folders.items():
+        os.symlink(os.path.join(source, export_imagefolder.class_dir(c)), os.path.join(target, name))
+    return target
+
+
+def true_labels():
+    """Fashion-MNIST t10k labels, indexed by the <index>.png of the export."""
+    return export_imagefolder.load_split("t10k")[1]
+
+
+def reference_metrics(labels, predicted, classes):
+    """Accuracy and macro precision/recall/F1 over `classes` (scikit-learn's
+    labels=classes, zero_division=0), written independently of the tool."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    p, r, f = [], [], []
+    for c in classes:
+        tp = float(np.sum((predicted == c) & (labels == c)))
+        pc, lc = float(np.sum(predicted == c)), float(np.sum(labels == c))
+        p.append(tp / pc if pc else 0.0)
+        r.append(tp / lc if lc else 0.0)
+        f.append(2 * p[-1] * r[-1] / (p[-1] + r[-1]) if p[-1] + r[-1] else 0.0)
+    return {"accuracy": float(np.mean(labels == predicted)), "macro_precision": float(np.mean(p)),
+            "macro_recall": float(np.mean(r)), "macro_f1": float(np.mean(f))}
+
+
 def sample_paths():
     return sorted(os.path.join(SAMPLES, f) for f in os.listdir(SAMPLES) if f.endswith(".png"))
 
@@ -98,9 +137,7 @@ class Cli(unittest.TestCase):
         self.assertGreaterEqual(correct, len(paths) - 1)
 
     def test_evaluate_agrees_with_pytorch_on_the_whole_test_set(self):
-        data = os.path.join(WORK, "fmnist-test")
-        if not os.path.isdir(data):
-            export_imagefolder.export(data)
+        data = fmnist_export("fmnist-test")
         want_file = os.path.join(WORK, "torch_predictions.json")
         export_imagefolder.predict(data, BUNDLED, want_file)
         want = json.load(open(want_file))
@@ -123,14 +160,96 @@ class Cli(unittest.TestCase):
         conf = np.zeros((10, 10), int)
         np.add.at(conf, (labels, predicted), 1)
         self.assertEqual(got["confusion"], conf.tolist())
+        # Folders "00_t_shirt_top", ... name no class: sorted order, each prediction named.
+        self.assertEqual(got["class_map"], "sorted")
+        names = export_imagefolder.CLASS_NAMES
+        for p in got["predictions"][:50]:
+            self.assertEqual((p["predicted_name"], p["label_name"]), (names[p["predicted"]], names[p["label"]]))
+
+    def test_evaluate_maps_folders_named_after_classes_by_name(self):
+        # The issue's layout: folders named after the model's classes, whose
+        # sorted order ("Ankle boot", "Bag", "Coat", ...) is not the model's.
+        source = fmnist_export("fmnist-2000", limit=2000)
+        names = export_imagefolder.CLASS_NAMES
+        spelled = {c: n.replace("/", "_") for c, n in enumerate(names)}
+        spelled[7] = "SNEAKER"       # case, and
+        spelled[9] = "Ankle-boot"    # ' ' vs '-' do not matter
+        data = named_layout(source, os.path.join(WORK, "fmnist-named"), spelled)
+        self.assertNotEqual(sorted(spelled.values()), [spelled[c] for c in range(10)])
+        out = os.path.join(WORK, "named.json")
+        p = run("evaluate", "--data", data, "--batch", "64", "--json", out)
+        self.assertIn("class map: folders matched to the model's class names", p.stdout)
+        got = json.load(open(out))
+        self.assertEqual(got["class_map"], "names")
+        self.assertEqual(got["images"], 2000)
+        truth = true_labels()
+        for p in got["predictions"]:
+            index = int(os.path.basename(p["path"])[:-4])
+            self.assertEqual(p["label"], int(truth[index]), p["path"])
+            self.assertEqual(p["label_name"], names[p["label"]])
+            self.assertEqual(p["predicted_name"], names[p["predicted"]])
+        self.assertEqual([(c["index"], c["folder"]) for c in got["classes"]], sorted(spelled.items()))
+        want = reference_metrics([p["label"] for p in got["predictions"]],
+                                 [p["predicted"] for p in got["predictions"]], range(10))
+        for key, value in want.items():
+            self.assertAlmostEqual(got[key], value, places=6, msg=key)
+        # The bundled model's accuracy (92% on the whole test set), not the sorted order's.
+        self.assertGreaterEqual(got["accuracy"], 0.9)
+        # Forcing the sorted order gives the mislabelled result, with a warning listing both orders.
+        p = run("evaluate", "--data", data, "--class-map", "sorted", "--json", out)
+        self.assertIn("sorted folders: 0 Ankle-boot, 1 Bag, 2 Coat", p.stderr)
+        self.assertIn("model classes:  0 T-shirt/top, 1 Trouser", p.stderr)
+        self.assertEqual(json.load(open(out))["class_map"], "sorted")
+        self.assertLess(json.load(open(out))["accuracy"], 0.5)
+
+    def test_evaluate_a_subset_of_the_classes(self):
+        source = fmnist_export("fmnist-2000", limit=2000)
+        data = named_layout(source, os.path.join(WORK, "fmnist-subset"),
+                            {8: "bag", 7: "Sneaker", 0: "T-shirt top"})
+        out = os.path.join(WORK, "subset.json")
+        p = run("evaluate", "--data", data, "--json", out)
+        self.assertIn("3 of 10 classes", p.stdout)
+        got = json.load(open(out))
+        self.assertEqual([c["index"] for c in got["classes"]], [0, 7, 8])
+        self.assertEqual(got["images"], sum(sum(1 for p in os.listdir(os.path.join(data, f)))
+                                            for f in os.listdir(data)))
+        labels = [p["label"] for p in got["predictions"]]
+        predicted = [p["predicted"] for p in got["predictions"]]
+        self.assertEqual(sorted(set(labels)), [0, 7, 8])
+        # Predictions may name any of the 10 classes; the means are over the 3 present.
+        want = reference_metrics(labels, predicted, [0, 7, 8])
+        for key, value in want.items():
+            self.assertAlmostEqual(got[key], value, places=6, msg=key)
+        for c in got["classes"]:
+            ref = reference_metrics(labels, predicted, [c["index"]])
+            self.assertAlmostEqual(c["recall"], ref["macro_recall"], places=6)
+            self.assertAlmostEqual(c["precision"], ref["macro_precision"], places=6)
+        for r in set(range(10)) - {0, 7, 8}:
+            self.assertEqual(sum(got["confusion"][r]), 0)
+
+    def test_evaluate_skips_symbolic_link_loops(self):
+        source = fmnist_export("fmnist-500", limit=500)
+        data = os.path.join(WORK, "loops")
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(os.path.join(source, export_imagefolder.class_dir(8)), os.path.join(data, "Bag"))
+        shutil.copytree(os.path.join(source, export_imagefolder.class_dir(5)), os.path.join(data, "Sandal", "deep"))
+        os.symlink("..", os.path.join(data, "Sandal", "deep", "up"))        # back to an ancestor
+        os.symlink("self", os.path.join(data, "Bag", "self"))               # resolves to itself
+        os.symlink(os.path.join(data, "Bag"), os.path.join(data, "Bag", "again"))
+        out = os.path.join(WORK, "loops.json")
+        p = run("evaluate", "--data", data, "--json", out)
+        for link in ("Sandal/deep/up", "Bag/self", "Bag/again"):
+            self.assertIn("warning: " + os.path.join(data, link) + ": skipped", p.stderr)
+        got = json.load(open(out))
+        count = sum(len(os.listdir(os.path.join(source, export_imagefolder.class_dir(c)))) for c in (5, 8))
+        self.assertEqual(got["images"], count)
+        self.assertEqual(len(got["warnings"]), 3)
 
     def test_evaluate_over_mpi_gathers_the_same_metrics(self):
         mpirun = shutil.which("mpirun")
         if not mpirun:
             self.skipTest("mpirun not installed")
-        data = os.path.join(WORK, "fmnist-500")
-        if not os.path.isdir(data):
-            export_imagefolder.export(data, limit=500)
+        data = fmnist_export("fmnist-500", limit=500)
         one, two = os.path.join(WORK, "eval1.json"), os.path.join(WORK, "eval2.json")
         run("evaluate", "--data", data, "--json", one, "--threads", "1")
         p = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", BIN, "evaluate",

@@ -235,12 +235,43 @@ class CliErrors(unittest.TestCase):
     def test_bad_data_folders(self):
         self.check_error(["evaluate", "--data", work("missing_folder")], work("missing_folder"), "not a directory")
         self.check_error(["evaluate", "--data", work("empty_folder")], work("empty_folder"),
-                         "no images found in class sub-folders")
+                         "no class sub-folders (expected ROOT/<class>/<image>)")
+        no_images = work("no_images")
+        for c in ("Bag", "Coat"):
+            os.makedirs(os.path.join(no_images, c), exist_ok=True)
+        self.check_error(["evaluate", "--data", no_images], no_images, "no images found in class sub-folders")
         two = work("two_classes")
         for c in ("a", "b"):
             os.makedirs(os.path.join(two, c), exist_ok=True)
             shutil.copy(SAMPLE, os.path.join(two, c, "x.png"))
         self.check_error(["evaluate", "--data", two], two, "has 2 class folders but the model has 10 classes")
+
+    def test_class_maps_that_would_mislabel(self):
+        def layout(name, folders):
+            root = work(name)
+            for f in folders:
+                os.makedirs(os.path.join(root, f), exist_ok=True)
+                shutil.copy(SAMPLE, os.path.join(root, f, "x.png"))
+            return root
+        # Two folders carry class names of other indices: the sorted order would mislabel them.
+        mixed = layout("mixed", ["Ankle boot", "Bag"] + ["c%d" % i for i in range(2, 10)])
+        self.check_error(["evaluate", "--data", mixed], mixed,
+                         "some folders are named after the model's classes of other indices",
+                         "sorted folders: 0 Ankle boot, 1 Bag, 2 c2, 3 c3",
+                         "model classes:  0 T-shirt/top, 1 Trouser, 2 Pullover",
+                         "--class-map sorted")
+        # Names asked for, a folder that names no class.
+        self.check_error(["evaluate", "--data", mixed, "--class-map", "names"], mixed,
+                         "folders not named after a class of the model: 'c2', 'c3'",
+                         "its classes: 0 T-shirt/top, 1 Trouser")
+        # A subset of the classes with one typo: neither map applies.
+        typo = layout("typo", ["Bag", "Snekaer", "Coat"])
+        self.check_error(["evaluate", "--data", typo], typo, "has 3 class folders but the model has 10 classes",
+                         "folders not named after one of its classes: 'Snekaer'")
+        twice = layout("twice", ["Bag", "bag", "Coat"])
+        self.check_error(["evaluate", "--data", twice], twice, "folders 'Bag' and 'bag' both name class 8 'Bag'")
+        self.check_error(["evaluate", "--data", twice, "--class-map", "byname"],
+                         "--class-map must be auto, names or sorted, got 'byname'")
 
     def test_unwritable_outputs(self):
         target = work("no_such_folder/out.json")
