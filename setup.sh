@@ -1,18 +1,31 @@
 #!/usr/bin/env bash
-# Installs every dependency from Debian 12's archive and builds the project
-# into ./build (the `lemevit` tool lands in ./build/cli/lemevit).
-#   ./setup.sh            install + build
-#   ./setup.sh --test     install + build + run the whole test suite
+# Installs the Debian 12 packages the project needs and builds it into ./build
+# (the `lemevit` tool lands in ./build/cli/lemevit).
+#   ./setup.sh            what the library, the tool and the example need; builds
+#                         those only (no tests, no benchmarks, no PyTorch)
+#   ./setup.sh --test     adds the test and reference dependencies (PyTorch,
+#                         Fashion-MNIST, OpenMPI, qemu + aarch64 cross compiler,
+#                         ...), builds everything and runs the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
 
-packages=(
-  g++ meson ninja-build pkg-config
-  libeigen3-dev libxsimd-dev catch2 libbenchmark-dev libstb-dev libjpeg62-turbo-dev
-  python3-torch python3-torchvision python3-pil python3-numpy libopenblas0-openmp
-  dataset-fashion-mnist libopenmpi-dev openmpi-bin python3-matplotlib
+test=false
+case "${1:-}" in
+  "") ;;
+  --test) test=true ;;
+  *) echo "usage: ./setup.sh [--test]" >&2; exit 2 ;;
+esac
+
+packages=(g++ meson ninja-build pkg-config libeigen3-dev libxsimd-dev libstb-dev libjpeg62-turbo-dev)
+test_packages=(
+  catch2 libbenchmark-dev
+  python3-torch python3-torchvision python3-pil python3-numpy libopenblas0-openmp python3-matplotlib
+  dataset-fashion-mnist libopenmpi-dev openmpi-bin
   qemu-user g++-aarch64-linux-gnu
+  python3-pybind11 cmake
 )
+$test && packages+=("${test_packages[@]}")
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -28,9 +41,21 @@ fi
 # The CUDA backend builds where nvcc is found (CUDA 13 lives in /usr/local/cuda).
 [ -x /usr/local/cuda/bin/nvcc ] && export PATH="/usr/local/cuda/bin:$PATH"
 
-[ -d build ] || meson setup build
+# The plain build leaves the tests and benchmarks out; --test turns them on in
+# the same build folder (meson then looks again for what was missing).
+configured=false
+[ -f build/meson-private/coredata.dat ] && configured=true
+if $test; then
+  if $configured; then
+    meson setup --reconfigure build -Dtests=true -Dbench=auto
+  else
+    meson setup build
+  fi
+elif ! $configured; then
+  meson setup build -Dtests=false -Dbench=disabled
+fi
 ninja -C build
 
-if [ "${1:-}" = "--test" ]; then
+if $test; then
   meson test -C build --print-errorlogs
 fi
