@@ -1,12 +1,19 @@
-// lemevit bench: median forward time of a converted model on random input.
+// lemevit bench: median forward time of a converted model on random input,
+// and with --profile where it goes, layer kind by layer kind.
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <random>
 #include <sstream>
 
 #include <lemevit/io/json.hpp>
+#include <lemevit/profile.hpp>
+
+#if __has_include(<xsimd/xsimd.hpp>)
+#include "../bench/fma_peak.hpp"
+#endif
 
 #include "common.hpp"
 #include "models.hpp"
@@ -16,7 +23,7 @@ namespace cli {
 namespace {
 constexpr const char* kHelp =
     "usage: lemevit bench --weights W.safetensors [--batch B] [--threads T]\n"
-    "                     [--iterations K] [--warmup W] [--json FILE|-]\n"
+    "                     [--iterations K] [--warmup W] [--profile] [--json FILE|-]\n"
     "\n"
     "Times the forward pass on random input after warm-up and reports the median.\n"
     "  --batch       images per forward pass (default 1)\n"
@@ -24,13 +31,85 @@ constexpr const char* kHelp =
     "  --device      cpu (default) or cuda (when built with the CUDA backend)\n"
     "  --iterations  timed passes (default 10)\n"
     "  --warmup      untimed passes first (default 2)\n"
+    "  --profile     then K more passes timed per layer kind (stem, downsample, meta-token\n"
+    "                downsample, LayerNorm, position-encoding conv, q/k/v and output\n"
+    "                projections, attention, MLP, pooling/head): time, share, GFLOP/s and\n"
+    "                % of this machine's FMA peak (measured now); the plain timing above\n"
+    "                runs without any profiling code\n"
     "  --json        also write the result as JSON to FILE, or to stdout with '-'\n";
+
+// The FMA peak (bench/fma_peak.hpp's register-only loop) on `threads`
+// threads, GFLOP/s: the best of a few runs of ~30 ms. 0 when unknown.
+double fma_peak_gflops(int threads) {
+#if __has_include(<xsimd/xsimd.hpp>)
+  constexpr std::int64_t iterations = 1 << 20;
+  double best = 0.0;
+  for (int run = 0; run < 5; ++run) {
+    float sink = 0.0f;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int rep = 0; rep < 16; ++rep) {
+#pragma omp parallel for num_threads(threads) reduction(+ : sink)
+      for (int t = 0; t < threads; ++t) sink += bench::fma_loop(iterations);
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    volatile float used = sink;  // the loops' result must be computed
+    (void)used;
+    best = std::max(best, 16 * threads * bench::fma_loop_flops(iterations) / s / 1e9);
+  }
+  return best;
+#else
+  (void)threads;
+  return 0.0;
+#endif
+}
+
+// Per-part table of a profile over `passes` forward passes; `peak` in GFLOP/s (0: unknown).
+struct ProfileReport {
+  std::string text, json;
+};
+ProfileReport report(const lemevit::Profile& p, int passes, double peak) {
+  ProfileReport r;
+  std::ostringstream t, j;
+  j.precision(10);
+  const double total = p.seconds();
+  char line[160];
+  std::snprintf(line, sizeof line, "%-16s %9s %7s %9s %10s %6s\n", "part", "ms/pass", "share", "GFLOP/s",
+                "% of peak", "calls");
+  t << line;
+  j << "{\"passes\": " << passes << ", \"fma_peak_gflops\": " << peak
+    << ", \"total_ms\": " << total * 1e3 / passes << ", \"gflop\": " << p.flops() / 1e9 / passes
+    << ", \"parts\": [";
+  for (int i = 0; i < lemevit::kParts; ++i) {
+    const auto part = lemevit::Part(i);
+    const auto& e = p[part];
+    const double ms = e.seconds * 1e3 / passes, share = total > 0 ? e.seconds / total : 0.0;
+    const double gflops = e.seconds > 0 ? e.flops / e.seconds / 1e9 : 0.0;
+    const bool rated = e.flops > 0 && peak > 0;
+    std::snprintf(line, sizeof line, "%-16s %9.3f %6.1f%% %9s %10s %6ld\n", lemevit::part_name(part), ms,
+                  100 * share, e.flops > 0 ? std::to_string(int(gflops + 0.5)).c_str() : "-",
+                  rated ? (std::to_string(int(100 * gflops / peak + 0.5)) + "%").c_str() : "-",
+                  e.calls / passes);
+    t << line;
+    j << (i ? ", " : "") << "{\"part\": \"" << lemevit::part_name(part) << "\", \"ms\": " << ms
+      << ", \"share\": " << share << ", \"gflop\": " << e.flops / 1e9 / passes << ", \"gflops\": " << gflops
+      << ", \"peak_fraction\": " << (rated ? gflops / peak : 0.0) << ", \"calls\": " << e.calls / passes
+      << "}";
+  }
+  const double gflops = total > 0 ? p.flops() / total / 1e9 : 0.0;
+  std::snprintf(line, sizeof line, "%-16s %9.3f %6.1f%% %9d %10s\n", "total", total * 1e3 / passes, 100.0,
+                int(gflops + 0.5), peak > 0 ? (std::to_string(int(100 * gflops / peak + 0.5)) + "%").c_str() : "-");
+  t << line;
+  j << "]}";
+  r.text = t.str();
+  r.json = j.str();
+  return r;
+}
 }  // namespace
 
 int bench(int argc, char** argv) {
   Args args("bench", argc, argv,
             {"--weights", "--batch", "--threads", "--iterations", "--warmup", "--json", "--dca-scale", "--device"},
-            {"--help"});
+            {"--help", "--profile"});
   if (args.has("--help")) {
     std::cout << kHelp;
     return 0;
@@ -65,14 +144,27 @@ int bench(int argc, char** argv) {
   std::cout << model->info().variant << " batch " << batch << ", " << threads << " thread(s): median "
             << median << " ms per pass, " << per_image << " ms/image, " << gflops << " GFLOP/s (min "
             << ms.front() << " ms, max " << ms.back() << " ms over " << iterations << " passes)\n";
+  std::string profile_json;
+  if (args.has("--profile")) {
+    lemevit::Profile profile;
+    for (int i = 0; i < iterations; ++i) model->forward(x.data(), batch, y.data(), profile);
+    const double peak = device(args) == Device::Cpu ? fma_peak_gflops(threads) : 0.0;
+    const ProfileReport r = report(profile, iterations, peak);
+    std::cout << "profile over " << iterations << " passes (mean per pass; FMA peak "
+              << (peak > 0 ? std::to_string(int(peak + 0.5)) + " GFLOP/s" : std::string("unknown"))
+              << " on " << threads << " thread(s), measured now):\n"
+              << r.text;
+    profile_json = ", \"profile\": " + r.json;
+  }
   if (args.has("--json")) {
     std::ostringstream j;
+    j.precision(10);
     j << "{\"model\": " << lemevit::json::quote(model->info().variant) << ", \"batch\": " << batch
       << ", \"threads\": " << threads << ", \"iterations\": " << iterations
       << ", \"median_ms\": " << median << ", \"ms_per_image\": " << per_image
       << ", \"min_ms\": " << ms.front() << ", \"max_ms\": " << ms.back()
       << ", \"gflop_per_image\": " << model->flops_per_image() / 1e9 << ", \"gflops\": " << gflops
-      << "}\n";
+      << profile_json << "}\n";
     const std::string target = args.get("--json");
     if (target == "-") {
       std::cout << j.str();

@@ -112,6 +112,39 @@ TEST_CASE("a batch larger than one pass gives the logits of one pass", "[model]"
   }
 }
 
+TEST_CASE("a profiled forward gives the same logits and accounts for every FLOP", "[model][profile]") {
+  // Over several passes (a batch larger than images_per_pass), the per-part
+  // FLOPs counted at each layer call from its runtime shapes must add up to
+  // Model::flops, counted independently from the architecture (flops.hpp).
+  const Small net = Small::load(fixture("custom_small.safetensors"));
+  const int batch = Small::images_per_pass + 2;
+  const auto x = random_images(batch, 6);
+  auto ws = net.make_workspace(batch);
+  std::vector<float> plain(std::size_t(batch) * 7), profiled(plain.size());
+  net.forward(x.data(), batch, plain.data(), ws);
+  Profile profile;
+  net.forward(x.data(), batch, profiled.data(), ws, profile);
+  CHECK(std::memcmp(plain.data(), profiled.data(), plain.size() * sizeof(float)) == 0);
+  CHECK(profile.flops() == Approx(Small::flops * batch).epsilon(1e-12));
+  const int passes = (batch + Small::images_per_pass - 1) / Small::images_per_pass;
+  // Custom small: 5 blocks (C, D2, D, S, S), downsamples before stages 2-4
+  // (stage 1 follows a C stage), meta-token downsamples in stages 1-4.
+  CHECK(profile[Part::Stem].calls == passes);
+  CHECK(profile[Part::Downsample].calls == 3 * passes);
+  CHECK(profile[Part::MetaDownsample].calls == 5 * passes);  // stage 0's is a copy
+  CHECK(profile[Part::PosEmbed].calls == 5 * passes);
+  CHECK(profile[Part::Head].calls == passes);
+  double seconds = 0.0;
+  for (int i = 0; i < kParts; ++i) {
+    CHECK(profile[Part(i)].calls > 0);
+    CHECK(profile[Part(i)].seconds >= 0.0);
+    seconds += profile[Part(i)].seconds;
+  }
+  CHECK(profile[Part::LayerNorm].flops == 0.0);
+  CHECK(profile.seconds() == Approx(seconds));
+  CHECK(profile.seconds() > 0.0);
+}
+
 TEST_CASE("a sample's logits do not depend on the thread count", "[model]") {
 #ifdef _OPENMP
   const Small net = Small::load(fixture("custom_small.safetensors"));

@@ -15,6 +15,7 @@
 #include "lemevit/metadata.hpp"
 #include "lemevit/model.hpp"
 #include "lemevit/observer.hpp"
+#include "lemevit/profile.hpp"
 
 namespace lemevit {
 
@@ -36,6 +37,8 @@ class AnyModel {
   // Grows the owned workspace when needed (the only allocation), then runs;
   // logits may be null (backbone only), observer may be null.
   virtual void forward(const float* input, int batch, float* logits, Observer* observer = nullptr) = 0;
+  // The same, timed per layer kind into `profile` (Model::forward with a Profile).
+  virtual void forward(const float* input, int batch, float* logits, Profile& profile) = 0;
   // Stage maps, NCHW, one pointer per stage (null: not wanted).
   virtual void features(const float* input, int batch, std::span<float* const> out) = 0;
 };
@@ -55,7 +58,9 @@ class ModelAdapter final : public AnyModel {
   int width() const override { return Net::width; }
   int channels() const override { return Net::channels; }
   std::size_t activation_bytes_per_image() const override { return Net::activation_bytes_per_image; }
-  double flops_per_image() const override { return Net::flops; }
+  double flops_per_image() const override {  // Net::flops counts a Dynamic head as 1000 classes
+    return Net::classes == Dynamic ? Net::flops + 2.0 * Net::last_dim * (net_.num_classes() - 1000) : Net::flops;
+  }
   int num_stages() const override { return Net::num_stages; }
   std::array<int, 3> stage_shape(int i) const override {
     if (i < 0 || i >= Net::num_stages) throw Error("stage " + std::to_string(i) + " does not exist");
@@ -63,6 +68,9 @@ class ModelAdapter final : public AnyModel {
   }
   void forward(const float* input, int batch, float* logits, Observer* observer) override {
     net_.forward(input, batch, logits, workspace(batch), observer);
+  }
+  void forward(const float* input, int batch, float* logits, Profile& profile) override {
+    net_.forward(input, batch, logits, workspace(batch), profile);
   }
   void features(const float* input, int batch, std::span<float* const> out) override {
     net_.features(input, batch, out, workspace(batch));

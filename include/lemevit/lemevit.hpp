@@ -13,4 +13,5 @@
 #include "lemevit/metadata.hpp"
 #include "lemevit/model.hpp"
 #include "lemevit/observer.hpp"
+#include "lemevit/profile.hpp"
 #include "lemevit/workspace.hpp"

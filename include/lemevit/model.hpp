@@ -29,6 +29,7 @@
 #include "lemevit/layers/stage.hpp"
 #include "lemevit/metadata.hpp"
 #include "lemevit/observer.hpp"
+#include "lemevit/profile.hpp"
 #include "lemevit/workspace.hpp"
 
 namespace lemevit {
@@ -162,16 +163,15 @@ class Model {
   // `observer` (optional) sees stage outputs and meta-token attention.
   void forward(const float* input, int batch, float* logits, Workspace& ws,
                Observer* observer = nullptr) const {
-    if (observer || batch <= images_per_pass) {
-      forward_pass(input, batch, logits, ws, observer);
-      return;
-    }
-    check_workspace(ws, batch);
-    for (int b0 = 0; b0 < batch; b0 += images_per_pass) {
-      const int n = std::min(images_per_pass, batch - b0);
-      forward_pass(input + std::size_t(b0) * height * width * channels, n,
-                   logits ? logits + std::size_t(b0) * num_classes() : nullptr, ws, nullptr);
-    }
+    NoProfile none;
+    run(input, batch, logits, ws, observer, none);
+  }
+
+  // The same forward pass, the same logits, with the wall time and FLOPs of
+  // each layer kind added to `profile` (see profile.hpp). The plain forward
+  // above contains no timing code.
+  void forward(const float* input, int batch, float* logits, Workspace& ws, Profile& profile) const {
+    run(input, batch, logits, ws, nullptr, profile);
   }
 
   // Images that go through the network together. On the CPU a larger batch
@@ -274,10 +274,26 @@ class Model {
     head_.load(w, "head", head_rows);
   }
 
-  void forward_pass(const float* input, int batch, float* logits, Workspace& ws, Observer* observer) const {
+  template <class P>
+  void run(const float* input, int batch, float* logits, Workspace& ws, Observer* observer, P& prof) const {
+    if (observer || batch <= images_per_pass) {
+      forward_pass(input, batch, logits, ws, observer, prof);
+      return;
+    }
+    check_workspace(ws, batch);
+    for (int b0 = 0; b0 < batch; b0 += images_per_pass) {
+      const int n = std::min(images_per_pass, batch - b0);
+      forward_pass(input + std::size_t(b0) * height * width * channels, n,
+                   logits ? logits + std::size_t(b0) * num_classes() : nullptr, ws, nullptr, prof);
+    }
+  }
+
+  template <class P>
+  void forward_pass(const float* input, int batch, float* logits, Workspace& ws, Observer* observer,
+                    P& prof) const {
     layers::Activations a = bind(ws, batch);
-    run_backbone(input, batch, a, observer);
-    if (logits) head(a, batch, logits);
+    run_backbone(input, batch, a, observer, prof);
+    if (logits) head(a, batch, logits, prof);
     Kernels<B>::synchronize();
   }
 
@@ -309,37 +325,45 @@ class Model {
     return a;
   }
 
-  void run_backbone(const float* input, int batch, layers::Activations& a, Observer* observer) const {
-    // Host backends read the caller's images in place; device ones upload
-    // them into the (still unused) x scratch first.
-    const float* images = input;
-    if constexpr (!Kernels<B>::host_memory) {
-      Kernels<B>::upload(a.xbuf, input, std::size_t(batch) * height * width * channels);
-      images = a.xbuf;
-    }
-    Kernels<B>::nchw_to_nhwc(images, batch, channels, height, width, a.x2);
-    stem1_(a.x2, batch, a.x, a.xbuf, Epilogue::Gelu);  // conv -> BN -> GELU
-    stem2_(a.x, batch, a.x2, a.xbuf);                  // conv -> BN
+  template <class P>
+  void run_backbone(const float* input, int batch, layers::Activations& a, Observer* observer, P& prof) const {
+    timed<B>(prof, Part::Stem, stem1_.flops(batch) + stem2_.flops(batch), [&] {
+      // Host backends read the caller's images in place; device ones upload
+      // them into the (still unused) x scratch first.
+      const float* images = input;
+      if constexpr (!Kernels<B>::host_memory) {
+        Kernels<B>::upload(a.xbuf, input, std::size_t(batch) * height * width * channels);
+        images = a.xbuf;
+      }
+      Kernels<B>::nchw_to_nhwc(images, batch, channels, height, width, a.x2);
+      stem1_(a.x2, batch, a.x, a.xbuf, Epilogue::Gelu);  // conv -> BN -> GELU
+      stem2_(a.x, batch, a.x2, a.xbuf);                  // conv -> BN
+    });
     std::swap(a.x, a.x2);
-    Kernels<B>::broadcast_rows(Kernels<B>::data(meta0_), std::size_t(A.meta_tokens) * A.dims[0], batch, a.c);
+    timed<B>(prof, Part::MetaDownsample, 0.0, [&] {
+      Kernels<B>::broadcast_rows(Kernels<B>::data(meta0_), std::size_t(A.meta_tokens) * A.dims[0], batch, a.c);
+    });
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (std::get<I>(stages_)(a, batch, dca_scale_, I == 0, observer), ...);
+      (std::get<I>(stages_)(a, batch, dca_scale_, I == 0, observer, prof), ...);
     }(std::make_index_sequence<A.num_stages>{});
   }
 
   // logits = head(BN(mean_hw x) + mean_M(norm_c(c)))
-  void head(layers::Activations& a, int batch, float* logits) const {
+  template <class P>
+  void head(layers::Activations& a, int batch, float* logits, P& prof) const {
     constexpr int n = Last::tokens, m = A.meta_tokens;
-    norm_c_(a.c, batch * m, a.cn);
-    float* pooled = a.t;
-    Kernels<B>::pool_head(a.x, batch, n, a.cn, m, last_dim, Kernels<B>::data(norm_scale_),
-                          Kernels<B>::data(norm_shift_), pooled);
-    if constexpr (Kernels<B>::host_memory) {
-      head_(pooled, batch, logits);
-    } else {
-      head_(pooled, batch, a.xbuf);
-      Kernels<B>::download(logits, a.xbuf, std::size_t(batch) * head_.out_features());
-    }
+    timed<B>(prof, Part::Head, head_.flops(batch), [&] {
+      norm_c_(a.c, batch * m, a.cn);
+      float* pooled = a.t;
+      Kernels<B>::pool_head(a.x, batch, n, a.cn, m, last_dim, Kernels<B>::data(norm_scale_),
+                            Kernels<B>::data(norm_shift_), pooled);
+      if constexpr (Kernels<B>::host_memory) {
+        head_(pooled, batch, logits);
+      } else {
+        head_(pooled, batch, a.xbuf);
+        Kernels<B>::download(logits, a.xbuf, std::size_t(batch) * head_.out_features());
+      }
+    });
   }
 };
 

@@ -300,6 +300,28 @@ class Cli(unittest.TestCase):
         result = json.loads(p.stdout[p.stdout.index("{"):])
         self.assertGreater(result["ms_per_image"], 0)
 
+    def test_bench_profile(self):
+        p = run("bench", "--weights", BUNDLED, "--batch", "2", "--iterations", "2", "--profile", "--json", "-")
+        for part in ("stem", "downsample", "meta_downsample", "layer_norm", "pos_embed", "qkv_projections",
+                     "out_projections", "attention", "mlp", "head", "total"):
+            self.assertRegex(p.stdout, r"\n%s +[0-9.]+ +[0-9.]+%%" % part)
+        result = json.loads(p.stdout[p.stdout.index("{"):])
+        profile = result["profile"]
+        parts = profile["parts"]
+        self.assertEqual(len(parts), 10)
+        for part in parts:
+            self.assertEqual(set(part), {"part", "ms", "share", "gflop", "gflops", "peak_fraction", "calls"})
+            self.assertGreaterEqual(part["ms"], 0)
+            self.assertGreater(part["calls"], 0)
+        self.assertAlmostEqual(sum(part["share"] for part in parts), 1.0, places=7)
+        self.assertAlmostEqual(sum(part["ms"] for part in parts) / profile["total_ms"], 1.0, places=7)
+        # FLOPs counted layer by layer from runtime shapes = the closed-form count (flops.hpp), per pass.
+        self.assertAlmostEqual(sum(part["gflop"] for part in parts) / (2 * result["gflop_per_image"]), 1.0,
+                               places=7)
+        self.assertGreater(profile["fma_peak_gflops"], 0)
+        mlp = [part for part in parts if part["part"] == "mlp"][0]
+        self.assertAlmostEqual(mlp["peak_fraction"], mlp["gflops"] / profile["fma_peak_gflops"], places=7)
+
     def test_bad_input_is_reported_with_a_nonzero_exit(self):
         cases = [
             (["infer", "--weights", BUNDLED, "--input", "x.npy"], "missing required flag --output"),

@@ -38,6 +38,12 @@ void multi_head_attention(int batch, Operand q, int queries, Operand k, Operand 
   }
 }
 
+// FLOPs of multi_head_attention: q k^T and the weighted sum of v, each
+// queries x keys x dim multiply-adds per image.
+inline double attention_flops(int batch, int queries, int keys, int dim) {
+  return 4.0 * batch * queries * keys * dim;
+}
+
 inline float head_dim_scale(int head_dim) { return float(1.0 / std::sqrt(double(head_dim))); }
 
 // Scales of the dual cross-attention branches (SPEC.md): the x branch has N

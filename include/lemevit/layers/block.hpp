@@ -19,6 +19,7 @@
 #include "lemevit/layers/layer_norm.hpp"
 #include "lemevit/layers/mlp.hpp"
 #include "lemevit/layers/self_attention.hpp"
+#include "lemevit/profile.hpp"
 
 namespace lemevit::layers {
 
@@ -70,28 +71,29 @@ class Block {
     mlp_.load(w, prefix + ".mlp");
   }
 
-  void operator()(Activations& a, int batch, DcaScale policy, Probe probe = {}) const {
+  template <class P = NoProfile>
+  void operator()(Activations& a, int batch, DcaScale policy, Probe probe = {}, P&& prof = P{}) const {
     const int xrows = batch * tokens, crows = batch * MetaTokens;
-    pos_embed_(a.x, batch, a.x2);
-    norm1_(a.x2, xrows, a.t);
+    timed<B>(prof, Part::PosEmbed, batch * pos_embed_.flops_per_image, [&] { pos_embed_(a.x, batch, a.x2); });
+    timed<B>(prof, Part::LayerNorm, 0.0, [&] {
+      norm1_(a.x2, xrows, a.t);
+      norm1_(a.c, crows, a.cn);
+    });
     if constexpr (K == Kind::S) {
-      attn_(a.t, tokens, a.x2, batch, a.xbuf);
-      norm1_(a.c, crows, a.cn);
-      attn_(a.cn, MetaTokens, a.c, batch, a.cbuf);
+      attn_(a.t, tokens, a.x2, batch, a.xbuf, prof);
+      attn_(a.cn, MetaTokens, a.c, batch, a.cbuf, prof);
+    } else if constexpr (K == Kind::C) {
+      attn_(a.t, a.cn, a.c, batch, a.xbuf, a.cbuf, policy, probe, H, W, prof);
     } else {
-      norm1_(a.c, crows, a.cn);
-      if constexpr (K == Kind::C)
-        attn_(a.t, a.cn, a.c, batch, a.xbuf, a.cbuf, policy, probe, H, W);
-      else
-        attn_(a.t, a.cn, a.x2, a.c, batch, a.xbuf, a.cbuf, policy, probe, H, W);
+      attn_(a.t, a.cn, a.x2, a.c, batch, a.xbuf, a.cbuf, policy, probe, H, W, prof);
     }
     if constexpr (K != Kind::C) {
-      norm2_(a.x2, xrows, a.t);
-      mlp_.residual(a.t, xrows, a.xbuf, a.x2);
+      timed<B>(prof, Part::LayerNorm, 0.0, [&] { norm2_(a.x2, xrows, a.t); });
+      timed<B>(prof, Part::Mlp, mlp_.flops(xrows), [&] { mlp_.residual(a.t, xrows, a.xbuf, a.x2); });
       std::swap(a.x, a.x2);  // x' becomes x; a C block drops it instead
     }
-    norm2_(a.c, crows, a.cn);
-    mlp_.residual(a.cn, crows, a.cbuf, a.c);
+    timed<B>(prof, Part::LayerNorm, 0.0, [&] { norm2_(a.c, crows, a.cn); });
+    timed<B>(prof, Part::Mlp, mlp_.flops(crows), [&] { mlp_.residual(a.cn, crows, a.cbuf, a.c); });
   }
 
  private:

@@ -30,6 +30,8 @@ class ConditionalPositionEncoding {
     bias_ = Kernels<B>::make_params(bias.data(), Dim);
   }
 
+  static constexpr double flops_per_image = 2.0 * 9 * tokens * Dim;  // the residual add not counted
+
   // y = x + dwconv(x) for each of `batch` maps.
   void operator()(const float* x, int batch, float* y) const {
     for (int b = 0; b < batch; ++b)
@@ -75,6 +77,8 @@ class ConvBn3x3s2 {
     fold_batch_norm(w, bn, Cout, wt.data(), 9 * Cin, bs.data());
     gemm_.set(wt.data(), bs.data());
   }
+
+  double flops(int batch) const { return gemm_.flops(batch * out_tokens); }
 
   // x: batch NHWC maps (H x W x Cin) -> y: batch maps (out_h x out_w x Cout).
   // `cols` holds batch * im2col_floats.

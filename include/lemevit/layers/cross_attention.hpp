@@ -7,6 +7,7 @@
 #include "lemevit/layers/attention_common.hpp"
 #include "lemevit/layers/linear.hpp"
 #include "lemevit/observer.hpp"
+#include "lemevit/profile.hpp"
 
 namespace lemevit::layers {
 
@@ -25,20 +26,26 @@ class CrossAttention {
   }
 
   // c += proj(attn(q(cn), kv(xn))) for `batch` images.
-  void operator()(const float* xn, const float* cn, float* c, int batch, float* xbuf,
-                  float* cbuf, DcaScale, Probe probe = {}, int height = 0, int width = 0) const {
-    kv_(xn, batch * Tokens, xbuf);
-    q_(cn, batch * MetaTokens, cbuf);
+  template <class P = NoProfile>
+  void operator()(const float* xn, const float* cn, float* c, int batch, float* xbuf, float* cbuf,
+                  DcaScale, Probe probe = {}, int height = 0, int width = 0, P&& prof = P{}) const {
+    const int xrows = batch * Tokens, crows = batch * MetaTokens;
+    timed<B>(prof, Part::Projections, kv_.flops(xrows) + q_.flops(crows), [&] {
+      kv_(xn, xrows, xbuf);
+      q_(cn, crows, cbuf);
+    });
     float* out = cbuf + std::size_t(batch) * MetaTokens * Dim;
     const std::size_t kv_stride = std::size_t(Tokens) * 2 * Dim;
-    multi_head_attention<B>(batch, {cbuf, Dim, std::size_t(MetaTokens) * Dim}, MetaTokens,
-                            {xbuf, 2 * Dim, kv_stride}, {xbuf + Dim, 2 * Dim, kv_stride}, Tokens,
-                            heads, HeadDim, head_dim_scale(HeadDim), out, Dim);
+    timed<B>(prof, Part::Attention, attention_flops(batch, MetaTokens, Tokens, Dim), [&] {
+      multi_head_attention<B>(batch, {cbuf, Dim, std::size_t(MetaTokens) * Dim}, MetaTokens,
+                              {xbuf, 2 * Dim, kv_stride}, {xbuf + Dim, 2 * Dim, kv_stride}, Tokens,
+                              heads, HeadDim, head_dim_scale(HeadDim), out, Dim);
+    });
     if (probe.observer && Kernels<B>::host_memory)  // the maps are read on the host
       probe.observer->meta_attention({probe.stage, probe.block, Kind::C, batch, heads, HeadDim, MetaTokens,
                                       height, width, head_dim_scale(HeadDim), cbuf, xbuf, Dim, 2 * Dim,
                                       std::size_t(MetaTokens) * Dim, kv_stride});
-    proj_(out, batch * MetaTokens, c, Epilogue::Accumulate);
+    timed<B>(prof, Part::OutProjection, proj_.flops(crows), [&] { proj_(out, crows, c, Epilogue::Accumulate); });
   }
 
  private:

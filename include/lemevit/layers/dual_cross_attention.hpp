@@ -12,6 +12,7 @@
 #include "lemevit/layers/attention_common.hpp"
 #include "lemevit/layers/linear.hpp"
 #include "lemevit/observer.hpp"
+#include "lemevit/profile.hpp"
 
 namespace lemevit::layers {
 
@@ -35,12 +36,17 @@ class DualCrossAttentionT {
 
   // x += proj_x(x branch), c += proj_c(c branch); both branches read only
   // the normalised inputs xn, cn.
+  template <class P = NoProfile>
   void operator()(const float* xn, const float* cn, float* x, float* c, int batch, float* xbuf,
-                  float* cbuf, DcaScale policy, Probe probe = {}, int height = 0, int width = 0) const {
+                  float* cbuf, DcaScale policy, Probe probe = {}, int height = 0, int width = 0,
+                  P&& prof = P{}) const {
     constexpr int ld = fused * Dim;
     const std::size_t xs = std::size_t(Tokens) * ld, cs = std::size_t(MetaTokens) * ld;
-    x_in_(xn, batch * Tokens, xbuf);
-    c_in_(cn, batch * MetaTokens, cbuf);
+    const int xrows = batch * Tokens, crows = batch * MetaTokens;
+    timed<B>(prof, Part::Projections, x_in_.flops(xrows) + c_in_.flops(crows), [&] {
+      x_in_(xn, xrows, xbuf);
+      c_in_(cn, crows, cbuf);
+    });
     float* out_x = xbuf + std::size_t(batch) * xs;
     float* out_c = cbuf + std::size_t(batch) * cs;
     const DcaScales s = dca_scales(policy, Tokens, MetaTokens, Dim, HeadDim);
@@ -48,23 +54,21 @@ class DualCrossAttentionT {
     Operand xq{xbuf, ld, xs}, cq{cbuf, ld, cs};
     Operand xk{xbuf + Dim, ld, xs}, xv{xbuf + (V2 ? Dim : 2 * Dim), ld, xs};
     Operand ck{cbuf + (V2 ? 0 : Dim), ld, cs}, cv{cbuf + (V2 ? Dim : 2 * Dim), ld, cs};
-    if constexpr (V2) {
-      // x: queries q, keys k (c side), values v2. c: queries k, keys q, values v1.
+    // x: queries q (x side), keys and values from c. c: queries q2 (D) or k
+    // (D2) from c, keys k1 (D) or q (D2) and values v1 from x.
+    const Operand qc = V2 ? ck : cq, kx = V2 ? xq : xk;
+    timed<B>(prof, Part::Attention, 2 * attention_flops(batch, Tokens, MetaTokens, Dim), [&] {
       multi_head_attention<B>(batch, xq, Tokens, ck, cv, MetaTokens, heads, HeadDim, s.x, out_x, Dim);
-      multi_head_attention<B>(batch, ck, MetaTokens, xq, xv, Tokens, heads, HeadDim, s.c, out_c, Dim);
-    } else {
-      multi_head_attention<B>(batch, xq, Tokens, ck, cv, MetaTokens, heads, HeadDim, s.x, out_x, Dim);
-      multi_head_attention<B>(batch, cq, MetaTokens, xk, xv, Tokens, heads, HeadDim, s.c, out_c, Dim);
-    }
-    if (probe.observer && Kernels<B>::host_memory) {  // the maps are read on the host
-      // c branch: queries q2 (D) or k (D2) from c, keys k1 (D) or q (D2) from x.
-      const Operand qc = V2 ? ck : cq, kx = V2 ? xq : xk;
+      multi_head_attention<B>(batch, qc, MetaTokens, kx, xv, Tokens, heads, HeadDim, s.c, out_c, Dim);
+    });
+    if (probe.observer && Kernels<B>::host_memory)  // the maps are read on the host
       probe.observer->meta_attention({probe.stage, probe.block, V2 ? Kind::D2 : Kind::D, batch, heads,
                                       HeadDim, MetaTokens, height, width, s.c, qc.data, kx.data, ld, ld,
                                       cs, xs});
-    }
-    proj_x_(out_x, batch * Tokens, x, Epilogue::Accumulate);
-    proj_c_(out_c, batch * MetaTokens, c, Epilogue::Accumulate);
+    timed<B>(prof, Part::OutProjection, proj_x_.flops(xrows) + proj_c_.flops(crows), [&] {
+      proj_x_(out_x, xrows, x, Epilogue::Accumulate);
+      proj_c_(out_c, crows, c, Epilogue::Accumulate);
+    });
   }
 
  private:

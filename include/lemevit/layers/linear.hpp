@@ -28,6 +28,7 @@ class Linear {
   }
 
   int out_features() const { return out_; }
+  double flops(int rows) const { return 2.0 * rows * In * out_; }
 
   // y (rows x out, row stride ldy) <- x (rows x In, row stride ldx) W^T + b
   void operator()(const float* x, int rows, float* y, Epilogue e = Epilogue::Store,

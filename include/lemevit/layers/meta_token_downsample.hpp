@@ -20,6 +20,8 @@ class MetaTokenDownsample {
     fc2_.load(w, prefix + ".3");
     norm2_.load(w, prefix + ".4");
   }
+  double flops(int rows) const { return fc1_.flops(rows) + fc2_.flops(rows); }
+
   // c (rows x Cin) -> out (rows x Cout); `buf` holds rows x hidden.
   void operator()(const float* c, int rows, float* out, float* buf) const {
     fc1_(c, rows, buf);

@@ -17,6 +17,8 @@ class Mlp {
     fc1_.load(w, prefix + ".0");
     fc2_.load(w, prefix + ".3");
   }
+  double flops(int rows) const { return fc1_.flops(rows) + fc2_.flops(rows); }
+
   // x (rows x Dim) += fc2(gelu(fc1(xn))); `hidden_buf` holds rows x Hidden.
   void residual(const float* xn, int rows, float* hidden_buf, float* x) const {
     fc1_(xn, rows, hidden_buf, Epilogue::Gelu);

@@ -6,6 +6,7 @@
 
 #include "lemevit/layers/attention_common.hpp"
 #include "lemevit/layers/linear.hpp"
+#include "lemevit/profile.hpp"
 
 namespace lemevit::layers {
 
@@ -21,15 +22,19 @@ class SelfAttention {
   }
 
   // x (batch x tokens x Dim) += proj(attn(qkv(xn))); `buf` holds scratch(tokens) per image.
-  void operator()(const float* xn, int tokens, float* x, int batch, float* buf) const {
+  template <class P = NoProfile>
+  void operator()(const float* xn, int tokens, float* x, int batch, float* buf, P&& prof = P{}) const {
     constexpr int ld = 3 * Dim;
     const std::size_t stride = std::size_t(tokens) * ld;
-    qkv_(xn, batch * tokens, buf);
+    const int rows = batch * tokens;
+    timed<B>(prof, Part::Projections, qkv_.flops(rows), [&] { qkv_(xn, rows, buf); });
     float* out = buf + std::size_t(batch) * stride;
-    multi_head_attention<B>(batch, {buf, ld, stride}, tokens, {buf + Dim, ld, stride},
-                            {buf + 2 * Dim, ld, stride}, tokens, heads, HeadDim,
-                            head_dim_scale(HeadDim), out, Dim);
-    proj_(out, batch * tokens, x, Epilogue::Accumulate);
+    timed<B>(prof, Part::Attention, attention_flops(batch, tokens, tokens, Dim), [&] {
+      multi_head_attention<B>(batch, {buf, ld, stride}, tokens, {buf + Dim, ld, stride},
+                              {buf + 2 * Dim, ld, stride}, tokens, heads, HeadDim,
+                              head_dim_scale(HeadDim), out, Dim);
+    });
+    timed<B>(prof, Part::OutProjection, proj_.flops(rows), [&] { proj_(out, rows, x, Epilogue::Accumulate); });
   }
 
  private:

@@ -9,6 +9,7 @@
 #include "lemevit/layers/block.hpp"
 #include "lemevit/layers/conv.hpp"
 #include "lemevit/layers/meta_token_downsample.hpp"
+#include "lemevit/profile.hpp"
 
 namespace lemevit::layers {
 
@@ -53,17 +54,19 @@ class Stage {
   const Meta& meta() const { return meta_; }
 
   // `skip_meta`: stage 0's meta tokens are precomputed at load time.
+  template <class P = NoProfile>
   void operator()(Activations& a, int batch, DcaScale policy, bool skip_meta = false,
-                  Observer* observer = nullptr) const {
+                  Observer* observer = nullptr, P&& prof = P{}) const {
     if constexpr (downsamples) {
-      downsample_(a.x, batch, a.x2, a.xbuf);
+      timed<B>(prof, Part::Downsample, downsample_.flops(batch), [&] { downsample_(a.x, batch, a.x2, a.xbuf); });
       std::swap(a.x, a.x2);
     }
     if (!skip_meta) {
-      meta_(a.c, batch * A.meta_tokens, a.cn, a.cbuf);
+      const int rows = batch * A.meta_tokens;
+      timed<B>(prof, Part::MetaDownsample, meta_.flops(rows), [&] { meta_(a.c, rows, a.cn, a.cbuf); });
       std::swap(a.c, a.cn);
     }
-    for (int j = 0; j < depth; ++j) blocks_[j](a, batch, policy, {observer, I, j});
+    for (int j = 0; j < depth; ++j) blocks_[j](a, batch, policy, {observer, I, j}, prof);
     if (observer) observer->stage_output(I, a.x, batch, h, w, dim);
   }
 

@@ -1,0 +1,98 @@
+#pragma once
+// Where a forward pass spends its time, by layer kind:
+//
+//   lemevit::Profile profile;
+//   net.forward(images, batch, logits, ws, profile);  // same work, same logits, timed
+//   profile[lemevit::Part::Attention].seconds ...
+//
+// Layers wrap each piece of work in `timed<B>(profiler, part, flops, work)`.
+// A normal forward passes `NoProfile`, for which `timed` is the plain call:
+// no clock, no branch, no counter is compiled into it. With a `Profile`, the
+// calling thread reads a steady clock around each piece (the kernels inside
+// run OpenMP-parallel and join before returning; device backends are
+// synchronised first), so a part's time is the wall time all threads spent
+// in it.
+#include <array>
+#include <chrono>
+#include <type_traits>
+
+#include "lemevit/backend.hpp"
+
+namespace lemevit {
+
+enum class Part {
+  Stem,            // the two stride-2 convolutions (+ BatchNorm, GELU) on the image
+  Downsample,      // stride-2 convolutions between stages
+  MetaDownsample,  // meta_token_downsample (MLP + LayerNorms on the meta tokens)
+  LayerNorm,       // the blocks' norm1 / norm2 on image and meta tokens
+  PosEmbed,        // x + depthwise 3x3 conv (conditional position encoding)
+  Projections,     // q, k, v projections (fused: qkv, kv, qv1, kv2, ...)
+  OutProjection,   // proj, proj_x, proj_c
+  Attention,       // softmax(q k^T) v, every head
+  Mlp,             // the blocks' MLPs (fc1 + GELU, fc2 + residual)
+  Head,            // norm_c, pooling, final BatchNorm, classifier
+};
+inline constexpr int kParts = int(Part::Head) + 1;
+
+inline constexpr const char* part_name(Part p) {
+  constexpr const char* names[kParts] = {"stem",      "downsample",       "meta_downsample", "layer_norm",
+                                         "pos_embed", "qkv_projections", "out_projections", "attention",
+                                         "mlp",       "head"};
+  return names[int(p)];
+}
+
+// The profiler of a normal forward pass: nothing.
+struct NoProfile {};
+
+// Wall time, FLOPs and calls per part, summed over every forward pass it
+// was given to.
+class Profile {
+ public:
+  struct Entry {
+    double seconds = 0.0;
+    double flops = 0.0;
+    long calls = 0;
+  };
+
+  const Entry& operator[](Part p) const { return entries_[int(p)]; }
+  double seconds() const {
+    double s = 0.0;
+    for (const auto& e : entries_) s += e.seconds;
+    return s;
+  }
+  double flops() const {
+    double f = 0.0;
+    for (const auto& e : entries_) f += e.flops;
+    return f;
+  }
+
+  template <class F>
+  void record(Part p, double flops, F&& work) {
+    const auto t0 = std::chrono::steady_clock::now();
+    work();
+    Entry& e = entries_[int(p)];
+    e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    e.flops += flops;
+    ++e.calls;
+  }
+
+ private:
+  std::array<Entry, kParts> entries_{};
+};
+
+// Runs `work` (`flops` floating-point operations of part `part`), timed when
+// the profiler is a Profile.
+template <class B, class P, class F>
+inline void timed(P& profiler, Part part, double flops, F&& work) {
+  if constexpr (std::is_same_v<std::remove_const_t<P>, NoProfile>) {
+    (void)profiler, (void)part, (void)flops;
+    work();
+  } else {
+    profiler.record(part, flops, [&] {
+      work();
+      Kernels<B>::synchronize();
+    });
+  }
+}
+
+}  // namespace lemevit
