@@ -3,6 +3,10 @@
 #include <vector>
 
 #include <lemevit/lemevit.hpp>
+#if __has_include(<xsimd/xsimd.hpp>) && !defined(LEMEVIT_NO_SIMD)
+#include <lemevit/backend/simd.hpp>
+#define LEMEVIT_BENCH_SIMD 1
+#endif
 
 #include "common.hpp"
 #include "fma_peak.hpp"
@@ -51,6 +55,51 @@ BENCHMARK(BM_Linear)
     ->ArgsProduct({{49}, {320}, {960, 1280}, {1, 2}})
     ->ArgsProduct({{784}, {576}, {128}, {1, 2}})  // downsample conv as im2col GEMM
     ->UseRealTime();
+
+#if defined(LEMEVIT_BENCH_SIMD)
+// The bf16 and int8 micro-kernels by tile and instruction set (the `lemevit`
+// fp32 kernel above is the baseline), at the same shapes.
+template <class Kernel>
+void BM_LinearLowp(benchmark::State& state) {
+  const int rows = int(state.range(0)), in = int(state.range(1)), out = int(state.range(2));
+  bench::set_threads(int(state.range(3)));
+  const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(rows) * in);
+  std::vector<float> y(std::size_t(rows) * out);
+  typename Kernel::Weights packed;
+  packed.pack(w.data(), b.data(), out, in);
+  for (auto _ : state)
+    lemevit::backend::simd::gemm_lowp<xsimd::default_arch, lemevit::Epilogue::Store, Kernel>(
+        x.data(), rows, in, packed, y.data(), out);
+  bench::count_flops(state, 2.0 * rows * in * out);
+}
+
+template <class Kernel>
+void register_lowp(const char* name) {
+  benchmark::RegisterBenchmark(name, BM_LinearLowp<Kernel>)
+      ->ArgNames({"rows", "in", "out", "threads"})
+      ->ArgsProduct({{3136}, {64}, {256}, {1, 2}})
+      ->ArgsProduct({{3136}, {256}, {64}, {1, 2}})
+      ->ArgsProduct({{784}, {128}, {512}, {1, 2}})
+      ->ArgsProduct({{196}, {192}, {768}, {1, 2}})
+      ->ArgsProduct({{49}, {320}, {1280}, {1, 2}})
+      ->ArgsProduct({{784}, {576}, {128}, {1, 2}})
+      ->UseRealTime();
+}
+
+const bool lowp_registered = [] {
+  namespace s = lemevit::backend::simd;
+  using A = xsimd::default_arch;
+#if defined(__AVX512BF16__)
+  register_lowp<s::Bf16Avx512_12x32<A>>("kernel/linear_bf16/avx512_bf16_12x32");
+#endif
+  register_lowp<s::Bf16Generic_4x32<A>>("kernel/linear_bf16/generic_4x32");
+#if defined(__AVX512VNNI__)
+  register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");
+#endif
+  register_lowp<s::Int8Generic_4x32<A>>("kernel/linear_int8/generic_4x32");
+  return true;
+}();
+#endif
 
 void BM_DepthwiseConv(benchmark::State& state) {
   const int side = int(state.range(0)), ch = int(state.range(1));

@@ -251,30 +251,28 @@ TEMPLATE_TEST_CASE("linear handles tails, strides, epilogues and a missing bias"
         }
 }
 
-// Runs Simd linear on rows [r0, r0 + n) of x, with the given thread count, and
-// returns those rows of y. `shift` moves the copy of x by that many floats
-// (alignment must not matter either).
-template <class Arch>
-using SimdWeights = typename Kernels<lemevit::backend::Simd<Arch>>::LinearWeights;
-
-template <class Arch>
+// Runs backend B's linear on rows [r0, r0 + n) of x, with the given thread
+// count, and returns those rows of y. `shift` moves the copy of x by that many
+// floats (alignment must not matter either).
+template <class B>
 std::vector<float> linear_rows(const std::vector<float>& x, int in, int r0, int n, int shift,
-                               const SimdWeights<Arch>& w, const std::vector<float>& y0, int out,
-                               Epilogue e, int threads) {
-  using S = Kernels<lemevit::backend::Simd<Arch>>;
+                               const typename Kernels<B>::LinearWeights& w,
+                               const std::vector<float>& y0, int out, Epilogue e, int threads) {
   std::vector<float> xs(std::size_t(n) * in + shift);
   std::copy(x.begin() + std::ptrdiff_t(r0) * in, x.begin() + std::ptrdiff_t(r0 + n) * in,
             xs.begin() + shift);
   std::vector<float> y(y0.begin() + std::ptrdiff_t(r0) * out,
                        y0.begin() + std::ptrdiff_t(r0 + n) * out);
   set_threads(threads);
-  S::linear(xs.data() + shift, n, in, w, y.data(), out, e);
+  Kernels<B>::linear(xs.data() + shift, n, in, w, y.data(), out, e);
   return y;
 }
 
-TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][determinism]",
-                   LEMEVIT_TEST_ARCHS) {
-  using S = Kernels<lemevit::backend::Simd<TestType>>;
+// A row's result is bitwise the same whatever the thread count, the rows
+// around it in the call and its alignment.
+template <class B>
+void check_row_determinism(const std::string& name) {
+  using S = Kernels<B>;
   ThreadGuard guard;
   const LinearShape shapes[] = {{3136, 64, 256}, {53, 192, 96}, {40, 2880, 33}, {16, 320, 1000}};
   std::uint32_t seed = 5000;
@@ -286,7 +284,7 @@ TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][de
     typename S::LinearWeights sw;
     S::prepare_linear(w.data(), b.data(), s.out, s.in, sw);
     for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
-      const auto full = linear_rows<TestType>(x, s.in, 0, s.rows, 0, sw, y0, s.out, e, 1);
+      const auto full = linear_rows<B>(x, s.in, 0, s.rows, 0, sw, y0, s.out, e, 1);
       // (first row, row count, shift) of the sub-calls.
       const int subs[][3] = {{0, 1, 0},  {1, 1, 1},      {s.rows - 1, 1, 3},
                              {3, 5, 0},  {7, 13, 2},     {2, 17, 0},
@@ -296,11 +294,10 @@ TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][de
         for (const auto& sub : subs) {
           const int r0 = sub[0], n = std::min(sub[1], s.rows - sub[0]);
           if (n <= 0) continue;
-          const auto part =
-              linear_rows<TestType>(x, s.in, r0, n, sub[2], sw, y0, s.out, e, threads);
-          INFO(arch_name<TestType>() << " rows " << s.rows << " in " << s.in << " out " << s.out
-                                     << " " << epilogue_name(e) << ": rows [" << r0 << ", "
-                                     << r0 + n << ") on " << threads << " threads");
+          const auto part = linear_rows<B>(x, s.in, r0, n, sub[2], sw, y0, s.out, e, threads);
+          INFO(name << " rows " << s.rows << " in " << s.in << " out " << s.out << " "
+                    << epilogue_name(e) << ": rows [" << r0 << ", " << r0 + n << ") on "
+                    << threads << " threads");
           REQUIRE(same_bits(part.data(), full.data() + std::size_t(r0) * s.out,
                             std::size_t(n) * s.out));
         }
@@ -308,6 +305,11 @@ TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][de
     }
     seed += 10;
   }
+}
+
+TEMPLATE_TEST_CASE("linear is bitwise deterministic per row", "[simd][linear][determinism]",
+                   LEMEVIT_TEST_ARCHS) {
+  check_row_determinism<lemevit::backend::Simd<TestType>>(arch_name<TestType>());
 }
 
 TEMPLATE_TEST_CASE("fused GELU equals store then gelu", "[simd][linear][gelu]",
@@ -324,6 +326,176 @@ TEMPLATE_TEST_CASE("fused GELU equals store then gelu", "[simd][linear][gelu]",
   S::linear(x.data(), rows, in, sw, split.data(), out, Epilogue::Store);
   S::gelu(split.data(), split.size());
   REQUIRE(same_bits(fused.data(), split.data(), fused.size()));
+}
+
+// ---------------------------------------------------------------- bf16 / int8 linear
+// The number formats of simd/gemm_lowp.hpp, written out here independently:
+// a low-precision linear must equal the Reference fp32 linear applied to the
+// bf16-rounded or quantised-then-dequantised operands.
+
+using lemevit::Precision;
+
+// Nearest bf16 (ties to even), by comparing the two neighbours.
+float bf16_round(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  const std::uint32_t down = u & 0xffff0000u, up = down + 0x10000u;
+  float fd, fu;
+  std::memcpy(&fd, &down, 4);
+  std::memcpy(&fu, &up, 4);
+  const double dd = std::fabs(double(v) - fd), du = std::fabs(double(fu) - v);
+  if (dd != du) return dd < du ? fd : fu;
+  return (down >> 16) & 1u ? fu : fd;
+}
+
+// Each row of n values (stride ld) quantised to uint8 over [min(0, lo), max(0, hi)]
+// and dequantised: (q - z) * s.
+std::vector<float> dequantised_rows(const std::vector<float>& x, int rows, int ld, int n) {
+  std::vector<float> d = x;
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x.data() + std::size_t(r) * ld;
+    const float lo = std::min(0.0f, *std::min_element(row, row + n));
+    const float hi = std::max(0.0f, *std::max_element(row, row + n));
+    const float s = (hi - lo) / 255.0f;
+    for (int k = 0; k < n; ++k) {
+      float& out = d[std::size_t(r) * ld + k];
+      if (s == 0.0f) {
+        out = 0.0f;
+        continue;
+      }
+      const float inv = 1.0f / s;
+      const float z = std::clamp(std::nearbyint(-lo * inv), 0.0f, 255.0f);
+      const float q = std::clamp(std::nearbyint(row[k] * inv) + z, 0.0f, 255.0f);
+      out = (q - z) * s;
+    }
+  }
+  return d;
+}
+
+// Each output channel's weights quantised to int8 with s = max|w| / 127, dequantised.
+std::vector<float> dequantised_weights(const std::vector<float>& w, int out, int in) {
+  std::vector<float> d = w;
+  for (int o = 0; o < out; ++o) {
+    float amax = 0.0f;
+    for (int k = 0; k < in; ++k) amax = std::max(amax, std::fabs(w[std::size_t(o) * in + k]));
+    const float s = amax / 127.0f;
+    for (int k = 0; k < in; ++k) {
+      float& v = d[std::size_t(o) * in + k];
+      v = s == 0.0f ? 0.0f : std::clamp(std::nearbyint(v / s), -127.0f, 127.0f) * s;
+    }
+  }
+  return d;
+}
+
+template <class Arch, Precision P>
+void check_lowp_linear(const LinearShape& s, Epilogue e, bool with_bias, int ldx_pad, int ldy_pad,
+                       std::uint32_t seed, float x_scale = 1.0f) {
+  using S = Kernels<lemevit::backend::Simd<Arch, P>>;
+  const int ldx = s.in + ldx_pad, ldy = s.out + ldy_pad;
+  auto x = random_vector(std::size_t(s.rows) * ldx, seed, -x_scale, x_scale);
+  // Rows the per-row quantisation must get right: all zero, all positive, all negative.
+  for (int k = 0; k < s.in; ++k) {
+    if (s.rows > 3) x[k] = 0.0f;
+    if (s.rows > 4) x[std::size_t(ldx) + k] = std::fabs(x[std::size_t(ldx) + k]) + 0.5f;
+    if (s.rows > 5) x[std::size_t(2) * ldx + k] = -std::fabs(x[std::size_t(2) * ldx + k]);
+  }
+  const auto w = random_vector(std::size_t(s.out) * s.in, seed + 1);
+  const auto b = random_vector(std::size_t(s.out), seed + 2);
+  const auto y0 = random_vector(std::size_t(s.rows) * ldy, seed + 3);
+  std::vector<float> xr = x, wr = w;
+  if constexpr (P == Precision::Bf16) {
+    for (auto& v : xr) v = bf16_round(v);
+    for (auto& v : wr) v = bf16_round(v);
+  } else {
+    xr = dequantised_rows(x, s.rows, ldx, s.in);
+    wr = dequantised_weights(w, s.out, s.in);
+  }
+  Ref::LinearWeights rw;
+  Ref::prepare_linear(wr.data(), with_bias ? b.data() : nullptr, s.out, s.in, rw);
+  typename S::LinearWeights sw;
+  S::prepare_linear(w.data(), with_bias ? b.data() : nullptr, s.out, s.in, sw);
+  auto want = y0, got = y0;
+  Ref::linear(xr.data(), s.rows, ldx, rw, want.data(), ldy, e);
+  S::linear(x.data(), s.rows, ldx, sw, got.data(), ldy, e);
+  std::ostringstream what;
+  what << arch_name<Arch>() << " " << lemevit::precision_name(P) << " (" << S::gemm_path()
+       << ") linear rows " << s.rows << " in " << s.in << " out " << s.out << " "
+       << epilogue_name(e) << (with_bias ? " bias" : " no bias") << " ldx " << ldx << " ldy " << ldy;
+  require_close(got, want, 1e-5, what.str());
+  for (int r = 0; r < s.rows; ++r)
+    for (int c = s.out; c < ldy; ++c)
+      REQUIRE(got[std::size_t(r) * ldy + c] == y0[std::size_t(r) * ldy + c]);
+}
+
+TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quantised operands",
+                   "[simd][linear][lowp]", LEMEVIT_TEST_ARCHS) {
+  // The model's shapes (as for fp32), then tails of every loop: rows around
+  // the 4- and 12-row tiles, k around the 2- and 4-groups, columns around
+  // the 32-column panels, and rows longer than one 4096-value chunk.
+  const LinearShape shapes[] = {
+      {3136, 64, 256}, {3136, 256, 64}, {784, 128, 512}, {784, 512, 128}, {196, 192, 768},
+      {196, 768, 192}, {49, 320, 960},  {49, 1280, 320}, {16, 384, 1536}, {12544, 27, 32},
+      {3136, 288, 64}, {49, 2880, 384}, {1, 320, 1000},  {8, 512, 4},     {13, 5000, 40},
+      {7, 4097, 33},   {25, 8193, 17}};
+  std::uint32_t seed = 200;
+  for (const auto& s : shapes) {
+    const Epilogue e = seed % 3 == 0 ? Epilogue::Store
+                                     : (seed % 3 == 1 ? Epilogue::Gelu : Epilogue::Accumulate);
+    check_lowp_linear<TestType, Precision::Bf16>(s, e, true, 0, 0, seed);
+    check_lowp_linear<TestType, Precision::Int8>(s, e, true, 0, 0, seed);
+    seed += 7;
+  }
+  const int rows[] = {1, 4, 6, 13, 25};
+  const int ins[] = {1, 2, 3, 5, 6, 27, 33, 64};
+  const int outs[] = {1, 7, 31, 33, 65};
+  for (int r : rows)
+    for (int in : ins)
+      for (int out : outs)
+        for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
+          const float x_scale = seed % 4 == 0 ? 1e3f : 1.0f;
+          check_lowp_linear<TestType, Precision::Bf16>({r, in, out}, e, seed % 2 == 0, int(seed % 3),
+                                                       int(seed % 5), seed, x_scale);
+          check_lowp_linear<TestType, Precision::Int8>({r, in, out}, e, seed % 2 == 0, int(seed % 3),
+                                                       int(seed % 5), seed, x_scale);
+          ++seed;
+        }
+}
+
+TEST_CASE("the AVX-512 bf16 and int8 kernels equal the generic ones bitwise", "[simd][linear][lowp]") {
+  using Arch = xsimd::default_arch;
+  namespace s = lemevit::backend::simd;
+  using Bf16 = typename s::GemmKernel<Arch, Precision::Bf16>::type;
+  using Int8 = typename s::GemmKernel<Arch, Precision::Int8>::type;
+  if (std::string(Bf16::path) == "fallback" && std::string(Int8::path) == "fallback")
+    SUCCEED("this build has no AVX512_BF16 or AVX512_VNNI kernel");
+  const LinearShape shapes[] = {{3136, 64, 256}, {37, 333, 70}, {13, 5000, 40}, {5, 3, 1}};
+  std::uint32_t seed = 900;
+  for (const auto& sh : shapes) {
+    const auto x = random_vector(std::size_t(sh.rows) * sh.in, seed, -4.0f, 4.0f);
+    const auto w = random_vector(std::size_t(sh.out) * sh.in, seed + 1);
+    const auto b = random_vector(std::size_t(sh.out), seed + 2);
+    std::vector<float> fast(std::size_t(sh.rows) * sh.out), generic(fast.size());
+    s::PackedBf16Linear wb;
+    wb.pack(w.data(), b.data(), sh.out, sh.in);
+    s::PackedInt8Linear wi;
+    wi.pack(w.data(), b.data(), sh.out, sh.in);
+    INFO("rows " << sh.rows << " in " << sh.in << " out " << sh.out);
+    s::gemm_lowp<Arch, Epilogue::Gelu, Bf16>(x.data(), sh.rows, sh.in, wb, fast.data(), sh.out);
+    s::gemm_lowp<Arch, Epilogue::Gelu, s::Bf16Generic_4x32<Arch>>(x.data(), sh.rows, sh.in, wb,
+                                                                  generic.data(), sh.out);
+    REQUIRE(same_bits(fast, generic));
+    s::gemm_lowp<Arch, Epilogue::Gelu, Int8>(x.data(), sh.rows, sh.in, wi, fast.data(), sh.out);
+    s::gemm_lowp<Arch, Epilogue::Gelu, s::Int8Generic_4x32<Arch>>(x.data(), sh.rows, sh.in, wi,
+                                                                  generic.data(), sh.out);
+    REQUIRE(same_bits(fast, generic));
+    seed += 3;
+  }
+}
+
+TEMPLATE_TEST_CASE("bf16 and int8 linear are bitwise deterministic per row",
+                   "[simd][linear][lowp][determinism]", LEMEVIT_TEST_ARCHS) {
+  check_row_determinism<lemevit::backend::Simd<TestType, Precision::Bf16>>(arch_name<TestType>() + " bf16");
+  check_row_determinism<lemevit::backend::Simd<TestType, Precision::Int8>>(arch_name<TestType>() + " int8");
 }
 
 // ---------------------------------------------------------------- layer_norm
@@ -539,6 +711,12 @@ TEMPLATE_TEST_CASE("kernels do not allocate", "[simd][allocation]", LEMEVIT_TEST
   auto y = random_vector(std::size_t(rows) * out, 4);
   typename S::LinearWeights sw;
   S::prepare_linear(w.data(), b.data(), out, in, sw);
+  using Bf16 = Kernels<lemevit::backend::Simd<TestType, lemevit::Precision::Bf16>>;
+  using Int8 = Kernels<lemevit::backend::Simd<TestType, lemevit::Precision::Int8>>;
+  typename Bf16::LinearWeights wb;
+  Bf16::prepare_linear(w.data(), b.data(), out, in, wb);
+  typename Int8::LinearWeights wi;
+  Int8::prepare_linear(w.data(), b.data(), out, in, wi);
   auto img = random_vector(std::size_t(20) * 20 * 40, 5), img_out = img;
   const auto kw = random_vector(9 * 40, 6);
   AttentionData blocked = make_attention({300, 500, 2, 32, 0.2f, true}, 7, 1.0f);
@@ -546,8 +724,11 @@ TEMPLATE_TEST_CASE("kernels do not allocate", "[simd][allocation]", LEMEVIT_TEST
   for (int threads : kThreadCounts) {
     set_threads(threads);
     const long before = g_allocations.load();
-    for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate})
+    for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
       S::linear(x.data(), rows, in, sw, y.data(), out, e);
+      Bf16::linear(x.data(), rows, in, wb, y.data(), out, e);
+      Int8::linear(x.data(), rows, in, wi, y.data(), out, e);
+    }
     S::layer_norm(x.data(), rows, in, b.data(), b.data(), 1e-6f, y.data());
     S::gelu(y.data(), y.size());
     S::depthwise_conv3x3_residual(img.data(), 20, 20, 40, kw.data(), b.data(), img_out.data());

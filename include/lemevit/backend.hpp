@@ -51,10 +51,23 @@ enum class DcaScale {
   HeadDim,   // 1/sqrt(head_dim) for both branches (the seed article's torch>=2 path)
 };
 
+// Arithmetic of the matrix products (Linear layers) of a backend that offers
+// a choice (backend::Simd): LayerNorm, softmax, GELU, residuals, attention
+// and the pooled head's BatchNorm stay fp32 in every precision.
+enum class Precision {
+  Fp32,
+  Bf16,  // weights and activations rounded to bf16, fp32 accumulation
+  Int8,  // int8 weights per output channel, uint8 activations per row, int32 accumulation
+};
+
+constexpr const char* precision_name(Precision p) {
+  return p == Precision::Fp32 ? "fp32" : p == Precision::Bf16 ? "bf16" : "int8";
+}
+
 namespace backend {
 // Scalar, obviously-correct kernels: the oracle every other backend is tested against.
 struct Reference {};
-// backend::Simd<Arch> (xsimd kernels per instruction set) is declared in
+// backend::Simd<Arch, Precision> (xsimd kernels per instruction set) is declared in
 // backends/simd/lemevit/backend/simd.hpp.
 }  // namespace backend
 

@@ -244,6 +244,8 @@ class Model {
   }
 
   void load_weights(WeightLoader& w, int head_rows) {
+    // Before any kernel runs: a missing instruction-set extension is an error, not SIGILL.
+    if constexpr (requires { Kernels<B>::check_cpu(); }) Kernels<B>::check_cpu();
     stem1_.load(w, "downsample_layers.0.0", "downsample_layers.0.1");
     stem2_.load(w, "downsample_layers.0.3", "downsample_layers.0.4");
     std::apply([&](auto&... s) { (s.load(w), ...); }, stages_);

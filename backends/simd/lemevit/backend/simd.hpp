@@ -14,35 +14,95 @@
 //   math.hpp          erf, exact-erf GELU, softmax exp, partial vectors
 //   pack.hpp          transposing copies for packed operands
 //   gemm.hpp          packed weights and the register-blocked micro-kernel
+//   gemm_lowp.hpp     bf16 and int8 formats, packed layouts, their GEMM driver
+//   gemm_bf16.hpp     bf16 micro-kernels (AVX512_BF16, generic)
+//   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, generic)
 //   attention.hpp     blocked online-softmax attention
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
 #include <cstddef>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
 #include "lemevit/backend.hpp"
+#include "lemevit/cpu_features.hpp"
 #include "lemevit/host_kernels.hpp"
 #include "lemevit/backend/simd/attention.hpp"
 #include "lemevit/backend/simd/elementwise.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
+#include "lemevit/backend/simd/gemm_bf16.hpp"
+#include "lemevit/backend/simd/gemm_int8.hpp"
 #include "lemevit/backend/simd/math.hpp"
 
 LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
 
 namespace lemevit {
 namespace backend {
-// xsimd kernels for the instruction set `Arch`.
-template <class Arch = xsimd::default_arch>
+// xsimd kernels for the instruction set `Arch`; the Linear layers' products
+// in precision `P` (Precision::Fp32, Bf16, Int8).
+template <class Arch = xsimd::default_arch, Precision P = Precision::Fp32>
 struct Simd {};
 }  // namespace backend
 
+namespace backend::simd {
+// The micro-kernel of a precision on an instruction set: for bf16/int8 the
+// AVX-512 extension's where the compiler targets it, else the generic one.
 template <class Arch>
-struct Kernels<backend::Simd<Arch>> : HostKernels {
-  using Tile = backend::simd::GemmTile<Arch>;
+struct Fp32Kernel {
+  using Weights = PackedLinear<Arch>;
+  static constexpr const char* path = Arch::name();
+};
+template <class Arch, Precision P>
+struct GemmKernel {
+  using type = Fp32Kernel<Arch>;
+};
+template <class Arch>
+struct GemmKernel<Arch, Precision::Bf16> {
+#if defined(__AVX512BF16__)
+  using type = std::conditional_t<kLanes<Arch> == 16, Bf16Avx512_12x32<Arch>, Bf16Generic_4x32<Arch>>;
+#else
+  using type = Bf16Generic_4x32<Arch>;
+#endif
+};
+template <class Arch>
+struct GemmKernel<Arch, Precision::Int8> {
+#if defined(__AVX512VNNI__)
+  using type = std::conditional_t<kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>, Int8Generic_4x32<Arch>>;
+#else
+  using type = Int8Generic_4x32<Arch>;
+#endif
+};
+}  // namespace backend::simd
 
-  // W packed into column panels of Tile::cols (see simd/gemm.hpp); `out` and
-  // `in` as for the Reference backend.
-  using LinearWeights = backend::simd::PackedLinear<Arch>;
+template <class Arch, Precision P>
+struct Kernels<backend::Simd<Arch, P>> : HostKernels {
+  static constexpr Precision precision = P;
+  using Gemm = typename backend::simd::GemmKernel<Arch, P>::type;
+
+  // fp32: W packed into column panels of GemmTile::cols (see simd/gemm.hpp);
+  // bf16/int8: see simd/gemm_lowp.hpp. `out` and `in` as for the Reference backend.
+  using LinearWeights = typename Gemm::Weights;
+
+  // The instruction set the products run on: "avx512", "avx2", ... for fp32;
+  // "avx512_bf16", "avx512_vnni" or "fallback" (portable loops) otherwise.
+  static constexpr const char* gemm_path() { return Gemm::path; }
+
+  // Called when a model is loaded: throws lemevit::Error naming every
+  // instruction-set extension this backend was compiled for that the CPU lacks.
+  static void check_cpu() {
+    constexpr auto built_for = "this program's SIMD backend";
+    namespace x = xsimd;
+    if constexpr (std::is_base_of_v<x::avx512bw, Arch>)
+      cpu::require({"avx512f", "avx512cd", "avx512dq", "avx512bw"}, built_for);
+    else if constexpr (std::is_base_of_v<x::avx512f, Arch>)
+      cpu::require({"avx512f"}, built_for);
+    else if constexpr (std::is_base_of_v<x::fma3<x::avx2>, Arch>)
+      cpu::require({"avx2", "fma"}, built_for);
+    else if constexpr (std::is_base_of_v<x::avx2, Arch>)
+      cpu::require({"avx2"}, built_for);
+    const std::string_view path = gemm_path();
+    if (path == "avx512_bf16" || path == "avx512_vnni") cpu::require({path}, built_for);
+  }
 
   static void prepare_linear(const float* w, const float* b, int out, int in,
                              LinearWeights& dst) {
@@ -52,15 +112,9 @@ struct Kernels<backend::Simd<Arch>> : HostKernels {
   static void linear(const float* x, int rows, int ldx, const LinearWeights& w, float* y,
                      int ldy, Epilogue e) {
     switch (e) {
-      case Epilogue::Store:
-        backend::simd::gemm<Arch, Epilogue::Store>(x, rows, ldx, w, y, ldy);
-        break;
-      case Epilogue::Gelu:
-        backend::simd::gemm<Arch, Epilogue::Gelu>(x, rows, ldx, w, y, ldy);
-        break;
-      case Epilogue::Accumulate:
-        backend::simd::gemm<Arch, Epilogue::Accumulate>(x, rows, ldx, w, y, ldy);
-        break;
+      case Epilogue::Store: gemm<Epilogue::Store>(x, rows, ldx, w, y, ldy); break;
+      case Epilogue::Gelu: gemm<Epilogue::Gelu>(x, rows, ldx, w, y, ldy); break;
+      case Epilogue::Accumulate: gemm<Epilogue::Accumulate>(x, rows, ldx, w, y, ldy); break;
     }
   }
 
@@ -77,6 +131,15 @@ struct Kernels<backend::Simd<Arch>> : HostKernels {
   }
 
   static void attention(const AttentionArgs& a) { backend::simd::attention<Arch>(a); }
+
+ private:
+  template <Epilogue E>
+  static void gemm(const float* x, int rows, int ldx, const LinearWeights& w, float* y, int ldy) {
+    if constexpr (P == Precision::Fp32)
+      backend::simd::gemm<Arch, E>(x, rows, ldx, w, y, ldy);
+    else
+      backend::simd::gemm_lowp<Arch, E, Gemm>(x, rows, ldx, w, y, ldy);
+  }
 };
 
 }  // namespace lemevit

@@ -175,17 +175,17 @@ struct GemmBlocking {
   int panels, panels_per_block, col_blocks;
 };
 
-template <class Arch>
+// MR x NR tiles of ElemBytes-byte weights (the low-precision GEMMs use it too).
+template <class Arch, int MR = GemmTile<Arch>::rows, int NR = GemmTile<Arch>::cols, int ElemBytes = 4>
 inline GemmBlocking gemm_blocking(int rows, int K, int out) {
-  using Tile = GemmTile<Arch>;
   GemmBlocking g{};
-  g.row_tiles = (rows + Tile::rows - 1) / Tile::rows;
-  g.panels = (out + Tile::cols - 1) / Tile::cols;
-  // A column block of W (K x cols x panels floats) stays within ~256 KiB of L2
+  g.row_tiles = (rows + MR - 1) / MR;
+  g.panels = (out + NR - 1) / NR;
+  // A column block of W (K x cols x panels) stays within ~256 KiB of L2
   // while a row block streams through it.
-  constexpr int kL2Floats = 256 * 1024 / 4;
-  const int per_panel = std::max(1, K * Tile::cols);
-  g.panels_per_block = std::clamp(kL2Floats / per_panel, 1, std::max(1, g.panels));
+  constexpr int kL2Bytes = 256 * 1024;
+  const int per_panel = std::max(1, K * NR * ElemBytes);
+  g.panels_per_block = std::clamp(kL2Bytes / per_panel, 1, std::max(1, g.panels));
   // Row blocks of up to 16 tiles. While there are fewer than four tasks per
   // thread, halve the row blocks, then the column blocks. This only moves
   // work between threads: no result depends on it.

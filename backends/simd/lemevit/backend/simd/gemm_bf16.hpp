@@ -1,0 +1,118 @@
+#pragma once
+// bf16 micro-kernels (number format and layout: gemm_lowp.hpp), by tile and
+// instruction set:
+//   Bf16Avx512_12x32  AVX512_BF16: VDPBF16PS, 12 rows x 2 vectors of fp32 accumulators
+//   Bf16Generic_4x32  any CPU: scalar loops giving the same sums (denormals
+//                     aside: VDPBF16PS flushes them to zero)
+#include <cstdint>
+#include <cstring>
+
+#include "lemevit/backend/simd/gemm_lowp.hpp"
+
+LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
+
+namespace lemevit::backend::simd {
+
+template <class Arch>
+struct Bf16Generic_4x32 {
+  using Weights = PackedBf16Linear;
+  using Elem = std::uint16_t;
+  static constexpr int rows = 4;
+  static constexpr const char* path = "fallback";
+  struct RowParams {};
+  static RowParams row_params(const float*, int) { return {}; }
+
+  static void convert(const float* x, int n, const RowParams&, Elem* dst) {
+    for (int i = 0; i < n; ++i) dst[i] = to_bf16(x[i]);
+    if (n % 2) dst[n] = 0;
+  }
+
+  template <int M>
+  struct Acc {
+    float v[M][kLowpCols];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    std::memset(acc.v, 0, sizeof acc.v);
+  }
+
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::uint16_t* b) {
+    for (int g = 0; g < groups; ++g, b += 2 * kLowpCols) {
+      for (int r = 0; r < M; ++r) {
+        const float x0 = from_bf16(a[std::ptrdiff_t(r) * lda + 2 * g]);
+        const float x1 = from_bf16(a[std::ptrdiff_t(r) * lda + 2 * g + 1]);
+        for (int c = 0; c < kLowpCols; ++c)
+          acc.v[r][c] = (acc.v[r][c] + x1 * from_bf16(b[2 * c + 1])) + x0 * from_bf16(b[2 * c]);
+      }
+    }
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowParams*, const Weights&, int, const Epi& epi) {
+    constexpr int L = kLanes<Arch>;
+    for (int r = 0; r < M; ++r)
+      for (int v = 0; v < kLowpCols / L; ++v) epi(r, v, load<Arch>(&acc.v[r][v * L]));
+  }
+};
+
+#if defined(__AVX512BF16__)
+template <class Arch>
+struct Bf16Avx512_12x32 {
+  static_assert(kLanes<Arch> == 16, "an AVX-512 kernel");
+  using Weights = PackedBf16Linear;
+  using Elem = std::uint16_t;
+  static constexpr int rows = 12;
+  static constexpr const char* path = "avx512_bf16";
+  struct RowParams {};
+  static RowParams row_params(const float*, int) { return {}; }
+
+  // 32 floats per step; lanes past n load as 0 (the odd tail's padding).
+  static void convert(const float* x, int n, const RowParams&, Elem* dst) {
+    for (int i = 0; i < n; i += 32) {
+      const int left = n - i;
+      const __mmask16 lo = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+      const __mmask16 hi = left >= 32 ? __mmask16(0xffff) : left <= 16 ? __mmask16(0) : __mmask16((1u << (left - 16)) - 1);
+      const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, x + i + 16), _mm512_maskz_loadu_ps(lo, x + i));
+      const int store = (std::min(left, 32) + 1) & ~1;
+      const __mmask32 keep = store >= 32 ? __mmask32(0xffffffffu) : __mmask32((1u << store) - 1);
+      _mm512_mask_storeu_epi16(dst + i, keep, __m512i(v));
+    }
+  }
+
+  template <int M>
+  struct Acc {
+    __m512 v[M][2];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { acc.v[r][0] = acc.v[r][1] = _mm512_setzero_ps(); });
+  }
+
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::uint16_t* b) {
+    for (int g = 0; g < groups; ++g, b += 2 * kLowpCols) {
+      const __m512bh b0 = __m512bh(_mm512_loadu_si512(b)), b1 = __m512bh(_mm512_loadu_si512(b + 32));
+      static_for<M>([&](auto r) {
+        std::int32_t pair;
+        std::memcpy(&pair, a + std::ptrdiff_t(r) * lda + 2 * g, sizeof pair);
+        const __m512bh x = __m512bh(_mm512_set1_epi32(pair));
+        acc.v[r][0] = _mm512_dpbf16_ps(acc.v[r][0], x, b0);
+        acc.v[r][1] = _mm512_dpbf16_ps(acc.v[r][1], x, b1);
+      });
+    }
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowParams*, const Weights&, int, const Epi& epi) {
+    static_for<M>([&](auto r) {
+      epi(int(r), 0, Batch<Arch>(acc.v[r][0]));
+      epi(int(r), 1, Batch<Arch>(acc.v[r][1]));
+    });
+  }
+};
+#endif
+
+}  // namespace lemevit::backend::simd
+
+LEMEVIT_SIMD_DIAGNOSTICS_END

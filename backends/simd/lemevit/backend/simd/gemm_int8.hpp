@@ -1,0 +1,155 @@
+#pragma once
+// int8 micro-kernels (number format and layout: gemm_lowp.hpp), by tile and
+// instruction set; all give bitwise the same results (the sums are exact):
+//   Int8Vnni512_12x32  AVX512_VNNI: VPDPBUSD (uint8 x int8, four products per
+//                      int32 lane), 12 rows x 2 vectors of int32 accumulators
+//   Int8Generic_4x32   any CPU: scalar loops
+#include <cstdint>
+#include <cstring>
+
+#include "lemevit/backend/simd/gemm_lowp.hpp"
+
+LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
+
+namespace lemevit::backend::simd {
+
+template <class Arch>
+struct Int8Generic_4x32 {
+  using Weights = PackedInt8Linear;
+  using Elem = std::uint8_t;
+  static constexpr int rows = 4;
+  static constexpr const char* path = "fallback";
+  using RowParams = RowQuant;
+
+  static RowQuant row_params(const float* x, int n) {
+    float lo = 0.0f, hi = 0.0f;  // NaN is skipped
+    for (int i = 0; i < n; ++i) {
+      if (x[i] < lo) lo = x[i];
+      if (x[i] > hi) hi = x[i];
+    }
+    return row_quant_from_range(lo, hi);
+  }
+
+  static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
+    int i = 0;
+    for (; i < n; ++i) dst[i] = quantise(x[i], q);
+    for (; i % 4; ++i) dst[i] = 0;
+  }
+
+  template <int M>
+  struct Acc {
+    std::int32_t v[M][kLowpCols];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    std::memset(acc.v, 0, sizeof acc.v);
+  }
+
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+    for (int g = 0; g < groups; ++g, b += 4 * kLowpCols)
+      for (int r = 0; r < M; ++r) {
+        const std::uint8_t* x = a + std::ptrdiff_t(r) * lda + 4 * g;
+        const std::int32_t x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+        for (int c = 0; c < kLowpCols; ++c)
+          acc.v[r][c] += x0 * b[4 * c] + x1 * b[4 * c + 1] + x2 * b[4 * c + 2] + x3 * b[4 * c + 3];
+      }
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
+    constexpr int L = kLanes<Arch>;
+    const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
+    const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
+    for (int r = 0; r < M; ++r) {
+      alignas(64) float y[kLowpCols];
+      for (int c = 0; c < kLowpCols; ++c)
+        y[c] = float(acc.v[r][c] - q[r].zero * sums[c]) * (q[r].scale * scales[c]);
+      for (int v = 0; v < kLowpCols / L; ++v) epi(r, v, load<Arch>(y + v * L));
+    }
+  }
+};
+
+#if defined(__AVX512VNNI__)
+template <class Arch>
+struct Int8Vnni512_12x32 {
+  static_assert(kLanes<Arch> == 16, "an AVX-512 kernel");
+  using Weights = PackedInt8Linear;
+  using Elem = std::uint8_t;
+  static constexpr int rows = 12;
+  static constexpr const char* path = "avx512_vnni";
+  using RowParams = RowQuant;
+
+  static __mmask16 head(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
+
+  // Masked-off lanes load as 0, inside the range already.
+  static RowQuant row_params(const float* x, int n) {
+    __m512 lo = _mm512_setzero_ps(), hi = lo;
+    for (int i = 0; i < n; i += 16) {
+      const __m512 v = _mm512_maskz_loadu_ps(head(n - i), x + i);
+      lo = _mm512_min_ps(v, lo);  // a NaN in v yields the second operand
+      hi = _mm512_max_ps(v, hi);
+    }
+    return row_quant_from_range(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+  }
+
+  static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
+    const __m512 inv = _mm512_set1_ps(q.inv), zero = _mm512_set1_ps(float(q.zero));
+    const __m512 floor = _mm512_setzero_ps(), ceil = _mm512_set1_ps(255.0f);
+    const int padded = (n + 3) & ~3;
+    for (int i = 0; i < padded; i += 16) {
+      const __m512 v = _mm512_maskz_loadu_ps(head(n - i), x + i);
+      __m512 t = _mm512_add_ps(_mm512_roundscale_ps(_mm512_mul_ps(v, inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zero);
+      t = _mm512_min_ps(_mm512_max_ps(t, floor), ceil);  // max_ps(NaN, 0) = 0
+      // Padding lanes (n <= lane < padded) must be 0, not the zero point.
+      _mm512_mask_cvtepi32_storeu_epi8(dst + i, head(padded - i),
+                                       _mm512_maskz_cvtps_epi32(head(n - i), t));
+    }
+  }
+
+  template <int M>
+  struct Acc {
+    __m512i v[M][2];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { acc.v[r][0] = acc.v[r][1] = _mm512_setzero_si512(); });
+  }
+
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+    for (int g = 0; g < groups; ++g, b += 4 * kLowpCols) {
+      const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
+      static_for<M>([&](auto r) {
+        std::int32_t quad;
+        std::memcpy(&quad, a + std::ptrdiff_t(r) * lda + 4 * g, sizeof quad);
+        const __m512i x = _mm512_set1_epi32(quad);
+        acc.v[r][0] = _mm512_dpbusd_epi32(acc.v[r][0], x, b0);
+        acc.v[r][1] = _mm512_dpbusd_epi32(acc.v[r][1], x, b1);
+      });
+    }
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
+    const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
+    const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
+    static_for<M>([&](auto r) {
+      const __m512i z = _mm512_set1_epi32(q[r].zero);
+      const __m512 s = _mm512_set1_ps(q[r].scale);
+      static_for<2>([&](auto v) {
+        const __m512i corrected = _mm512_sub_epi32(acc.v[r][v], _mm512_mullo_epi32(z, _mm512_loadu_si512(sums + 16 * v)));
+        // An explicitly rounded product: GCC would otherwise contract it with
+        // the epilogue's bias addition into an FMA, differently per tile height.
+        const __m512 y = _mm512_mul_round_ps(_mm512_cvtepi32_ps(corrected), _mm512_mul_ps(s, _mm512_loadu_ps(scales + 16 * v)),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        epi(int(r), int(v), Batch<Arch>(y));
+      });
+    });
+  }
+};
+#endif
+
+}  // namespace lemevit::backend::simd
+
+LEMEVIT_SIMD_DIAGNOSTICS_END

@@ -1,0 +1,217 @@
+#pragma once
+// What the bf16 and int8 GEMMs of the SIMD backend share: number formats,
+// packed weight layouts and the blocked driver. The micro-kernels, one per
+// tile and instruction set, are in gemm_bf16.hpp and gemm_int8.hpp.
+//
+// Number formats (every path, vector or scalar, implements exactly these):
+//   bf16   x and W rounded to bf16 (nearest, ties to even); products summed
+//          in fp32 two k at a time as VDPBF16PS does: acc = (acc + x[k+1] w[k+1]) + x[k] w[k]
+//          (a bf16 product is exact in fp32).
+//   int8   W per output channel, symmetric: s_w = max|w| / 127,
+//          q_w = clamp(nearbyint(w / s_w), -127, 127).
+//          x per row, asymmetric uint8 over [min(0, min x), max(0, max x)]
+//          (ONNX Runtime's dynamic quantisation, per row rather than per
+//          tensor so that a row never depends on the others):
+//          s_x = (hi - lo) / 255, z = nearbyint(-lo / s_x),
+//          q_x = clamp(nearbyint(x * (1 / s_x)) + z, 0, 255).
+//          acc = sum_k q_x q_w in int32 (exact), then
+//          y = float(acc - z * sum_k q_w) * (s_x * s_w).
+// Then bias, GELU and the residual as in the fp32 epilogue (LinearEpilogue).
+//
+// Packed layout: output columns in panels of kLowpCols (zero-padded); within
+// a panel, k in groups of G (2 for bf16, 4 for int8, zero-padded), each group
+// storing its G values for every column contiguously: [group][column][G],
+// which is one 64-byte vector per 16 columns, the operand VDPBF16PS and
+// VPDPBUSD take.
+//
+// The driver converts a row tile of x into a stack buffer once per column
+// block (every panel of the block reuses it), in chunks of kLowpChunk values
+// when a row is longer. Blocking only moves work between threads: a row's
+// result depends on nothing but that row.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "lemevit/backend.hpp"
+#include "lemevit/backend/simd/gemm.hpp"
+#include "lemevit/backend/simd/parallel.hpp"
+#include "lemevit/backend/simd/xsimd_compat.hpp"
+
+LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
+
+namespace lemevit::backend::simd {
+
+inline constexpr int kLowpCols = 32;
+inline constexpr int kLowpChunk = 4096;  // per row; a multiple of every group
+
+// fp32 -> bf16, nearest even (VCVTNE2PS2BF16); NaN stays a (quiet) NaN.
+inline std::uint16_t to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return std::uint16_t((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return std::uint16_t(u >> 16);
+}
+
+inline float from_bf16(std::uint16_t b) {
+  const std::uint32_t u = std::uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// Dynamic quantisation of one activation row (see the top of the file).
+struct RowQuant {
+  float scale = 1.0f, inv = 1.0f;
+  std::int32_t zero = 0;
+};
+
+inline RowQuant row_quant_from_range(float lo, float hi) {
+  RowQuant q;
+  const float scale = (hi - lo) / 255.0f;
+  if (!(scale > 0.0f) || !std::isfinite(scale)) return q;  // an all-zero row (or NaN/Inf input)
+  q.scale = scale;
+  q.inv = 1.0f / scale;
+  q.zero = std::int32_t(std::clamp(std::nearbyint(-lo * q.inv), 0.0f, 255.0f));
+  return q;
+}
+
+// clamp(nearbyint(v * inv) + zero, 0, 255); NaN -> 0.
+inline std::uint8_t quantise(float v, const RowQuant& q) {
+  float t = std::nearbyint(v * q.inv) + float(q.zero);
+  t = t > 0.0f ? t : 0.0f;
+  t = t < 255.0f ? t : 255.0f;
+  return std::uint8_t(t);
+}
+
+template <class T>
+using AlignedVector = std::vector<T, AlignedAllocator<T>>;
+
+// W (out x in) as panels [panel][group][column][G] of `value(o, k)` (zero padded).
+template <int G, class T, class F>
+inline void pack_grouped(int out, int in, AlignedVector<T>& panels, F&& value) {
+  const int groups = (in + G - 1) / G;
+  const int np = (out + kLowpCols - 1) / kLowpCols;
+  panels.assign(std::size_t(np) * groups * kLowpCols * G, T(0));
+  for (int o = 0; o < out; ++o) {
+    T* dst = panels.data() + std::size_t(o / kLowpCols) * groups * kLowpCols * G + (o % kLowpCols) * G;
+    for (int k = 0; k < in; ++k) dst[std::size_t(k / G) * kLowpCols * G + k % G] = value(o, k);
+  }
+}
+
+inline void pack_bias(const float* b, int out, AlignedFloats& bias) {
+  bias.assign(std::size_t((out + kLowpCols - 1) / kLowpCols) * kLowpCols, 0.0f);
+  if (b) std::copy(b, b + out, bias.begin());
+}
+
+// bf16 weights, packed at load.
+struct PackedBf16Linear {
+  static constexpr int group = 2;
+  AlignedVector<std::uint16_t> panels;
+  AlignedFloats bias;
+  int out = 0, in = 0;
+
+  void pack(const float* w, const float* b, int out_, int in_) {
+    out = out_;
+    in = in_;
+    pack_grouped<group>(out, in, panels,
+                        [&](int o, int k) { return to_bf16(w[std::size_t(o) * in + k]); });
+    pack_bias(b, out, bias);
+  }
+};
+
+// int8 weights with per-output-channel scales, packed at load.
+struct PackedInt8Linear {
+  static constexpr int group = 4;
+  AlignedVector<std::int8_t> panels;
+  AlignedFloats scale;                     // s_w per column (padding: 1)
+  AlignedVector<std::int32_t> column_sum;  // sum_k q_w per column (padding: 0)
+  AlignedFloats bias;
+  int out = 0, in = 0;
+
+  void pack(const float* w, const float* b, int out_, int in_) {
+    out = out_;
+    in = in_;
+    const std::size_t padded = std::size_t((out + kLowpCols - 1) / kLowpCols) * kLowpCols;
+    scale.assign(padded, 1.0f);
+    column_sum.assign(padded, 0);
+    std::vector<std::int8_t> q(std::size_t(out) * in);
+    for (int o = 0; o < out; ++o) {
+      const float* row = w + std::size_t(o) * in;
+      float amax = 0.0f;
+      for (int k = 0; k < in; ++k) amax = std::max(amax, std::fabs(row[k]));
+      if (amax > 0.0f && std::isfinite(amax)) scale[o] = amax / 127.0f;
+      for (int k = 0; k < in; ++k) {
+        const float v = std::clamp(std::nearbyint(row[k] / scale[o]), -127.0f, 127.0f);
+        q[std::size_t(o) * in + k] = std::int8_t(v);
+        column_sum[o] += std::int32_t(v);
+      }
+    }
+    pack_grouped<group>(out, in, panels, [&](int o, int k) { return q[std::size_t(o) * in + k]; });
+    pack_bias(b, out, bias);
+  }
+};
+
+// The driver. A kernel K (gemm_bf16.hpp, gemm_int8.hpp) provides
+//   Weights, Elem (activation element in the tile buffer), rows (tile height),
+//   RowParams, row_params(x, in), convert(x, n, params, dst: n rounded up to the group),
+//   Acc<M>, zero<M>(acc), accumulate<M>(acc, a, lda, groups, panel_group0),
+//   finish<M>(acc, params, weights, panel, epi), calling epi(r, v, Batch<Arch>).
+template <class Arch, Epilogue E, class K>
+inline void gemm_lowp(const float* x, int rows, int ldx, const typename K::Weights& w, float* y,
+                      int ldy) {
+  using W = typename K::Weights;
+  constexpr int MR = K::rows, G = W::group, L = kLanes<Arch>;
+  static_assert(kLowpCols % L == 0 && kLowpChunk % G == 0);
+  if (rows <= 0 || w.out <= 0) return;
+  const int in = w.in, groups = (in + G - 1) / G;
+  const int lda = std::min(groups * G, kLowpChunk);
+  const bool one_chunk = in <= kLowpChunk;
+  const auto* panels = w.panels.data();
+  const GemmBlocking g = gemm_blocking<Arch, MR, kLowpCols, sizeof(*panels)>(rows, in, w.out);
+  [[maybe_unused]] const double flops = 2.0 * rows * double(in) * w.out;
+  const int tasks = g.row_blocks * g.col_blocks;
+  LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
+  for (int task = 0; task < tasks; ++task) {
+    alignas(64) typename K::Elem a[MR * std::size_t(kLowpChunk)];
+    typename K::RowParams params[MR];
+    const int rb = task / g.col_blocks, cb = task % g.col_blocks;
+    const int t_end = std::min(g.row_tiles, (rb + 1) * g.tiles_per_block);
+    const int p_end = std::min(g.panels, (cb + 1) * g.panels_per_block);
+    for (int t = rb * g.tiles_per_block; t < t_end; ++t) {
+      const int r0 = t * MR, m = std::min(MR, rows - r0);
+      const float* xt = x + std::ptrdiff_t(r0) * ldx;
+      auto convert = [&](int k0) {
+        const int n = std::min(kLowpChunk, in - k0);
+        for (int r = 0; r < m; ++r)
+          K::convert(xt + std::ptrdiff_t(r) * ldx + k0, n, params[r], a + std::ptrdiff_t(r) * lda);
+      };
+      for (int r = 0; r < m; ++r) params[r] = K::row_params(xt + std::ptrdiff_t(r) * ldx, in);
+      if (one_chunk) convert(0);
+      dispatch_rows<MR>(m, [&](auto mc) {
+        constexpr int M = decltype(mc)::value;
+        for (int p = cb * g.panels_per_block; p < p_end; ++p) {
+          const auto* panel = panels + std::ptrdiff_t(p) * groups * kLowpCols * G;
+          typename K::template Acc<M> acc;
+          K::template zero<M>(acc);
+          for (int k0 = 0; k0 < in; k0 += kLowpChunk) {
+            if (!one_chunk) convert(k0);
+            const int gn = (std::min(kLowpChunk, in - k0) + G - 1) / G;
+            K::template accumulate<M>(acc, a, lda, gn, panel + std::ptrdiff_t(k0 / G) * kLowpCols * G);
+          }
+          const LinearEpilogue<Arch, E> epi{w.bias.data() + std::ptrdiff_t(p) * kLowpCols,
+                                            y + std::ptrdiff_t(r0) * ldy + p * kLowpCols, ldy,
+                                            std::min(kLowpCols, w.out - p * kLowpCols)};
+          K::template finish<M>(acc, params, w, p, epi);
+        }
+      });
+    }
+  }
+}
+
+}  // namespace lemevit::backend::simd
+
+LEMEVIT_SIMD_DIAGNOSTICS_END

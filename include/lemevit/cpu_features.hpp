@@ -1,0 +1,58 @@
+#pragma once
+// The instruction-set extensions of the running CPU. A model checks the ones
+// its backend was compiled for when it is loaded, so that a program built for
+// more than the CPU offers stops with an error naming what is missing instead
+// of dying of SIGILL in the middle of a forward pass.
+//
+// LEMEVIT_CPU_HIDE=feature,feature... makes features look absent (tests use
+// it to prove the check; it cannot make a missing feature present).
+#include <cstdlib>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+#include "lemevit/error.hpp"
+
+namespace lemevit::cpu {
+
+// Names as in /proc/cpuinfo: avx2, fma, avx512f, avx512cd, avx512dq,
+// avx512bw, avx512_bf16, avx512_vnni.
+inline bool detected(std::string_view f) {
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (f == "avx2") return __builtin_cpu_supports("avx2");
+  if (f == "fma") return __builtin_cpu_supports("fma");
+  if (f == "avx512f") return __builtin_cpu_supports("avx512f");
+  if (f == "avx512cd") return __builtin_cpu_supports("avx512cd");
+  if (f == "avx512dq") return __builtin_cpu_supports("avx512dq");
+  if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
+  if (f == "avx512_bf16") return __builtin_cpu_supports("avx512bf16");
+  if (f == "avx512_vnni") return __builtin_cpu_supports("avx512vnni");
+#endif
+  return false;
+}
+
+inline bool hidden(std::string_view f) {
+  const char* env = std::getenv("LEMEVIT_CPU_HIDE");
+  std::string_view list = env ? env : "";
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    if (list.substr(0, comma) == f) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+inline bool has(std::string_view f) { return !hidden(f) && detected(f); }
+
+// Throws lemevit::Error naming every feature of `features` the CPU lacks.
+inline void require(std::initializer_list<std::string_view> features, std::string_view built_for) {
+  std::string missing;
+  for (auto f : features)
+    if (!has(f)) (missing += missing.empty() ? "" : ", ") += f;
+  if (!missing.empty())
+    throw Error(std::string(built_for) + " was compiled for CPU features this CPU lacks: " + missing);
+}
+
+}  // namespace lemevit::cpu
