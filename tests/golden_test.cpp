@@ -16,22 +16,7 @@ using test_support::kCustomSmall;
 
 template <class Net>
 double run_case(const std::string& name, std::optional<DcaScale> policy = {}) {
-  INFO("case " << name);
-  LoadOptions options;
-  options.dca_scale = policy;
-  const Net net = Net::load(fixture(name + ".safetensors"), options);
-  const auto x = io::read_npy(fixture(name + ".input.npy"));
-  const auto y = io::read_npy(fixture(name + ".logits.npy"));
-  REQUIRE(x.shape.size() == 4);
-  REQUIRE(x.shape[1] == Net::channels);
-  REQUIRE(x.shape[2] == Net::height);
-  REQUIRE(x.shape[3] == Net::width);
-  const int batch = int(x.shape[0]);
-  REQUIRE(y.shape == std::vector<std::int64_t>{batch, net.num_classes()});
-  auto ws = net.make_workspace(batch);
-  std::vector<float> out(y.data.size());
-  net.forward(x.data.data(), batch, out.data(), ws);
-  return test_support::relative_error(out.data(), y.data.data(), out.size());
+  return test_support::golden_error<Net>(name, policy);
 }
 
 template <class Net>

@@ -31,7 +31,9 @@ void on_allocation(std::size_t) {
 namespace {
 
 using test_support::kCustomSmall;
-using Small = Model<kCustomSmall, Input<96, 64>, Classes<7>>;
+template <class B>
+using SmallOn = Model<kCustomSmall, Input<96, 64>, Classes<7>, B>;
+using Small = SmallOn<backend::Default>;
 
 std::vector<float> random_images(int batch, int seed) {
   std::mt19937 gen(seed);
@@ -43,8 +45,19 @@ std::vector<float> random_images(int batch, int seed) {
 
 }  // namespace
 
-TEST_CASE("forward allocates nothing on the heap", "[model]") {
-  const Small net = Small::load(fixture("custom_small.safetensors"));
+// The contracts below hold in every precision: a low-precision linear
+// quantises each row on its own, so a row's result depends on nothing else.
+#if defined(LEMEVIT_NO_SIMD)
+#define LEMEVIT_PRECISIONS backend::Default
+#else
+using SimdBf16 = backend::Simd<xsimd::default_arch, Precision::Bf16>;
+using SimdInt8 = backend::Simd<xsimd::default_arch, Precision::Int8>;
+#define LEMEVIT_PRECISIONS backend::Default, SimdBf16, SimdInt8
+#endif
+
+TEMPLATE_TEST_CASE("forward allocates nothing on the heap", "[model]", LEMEVIT_PRECISIONS) {
+  using Net = SmallOn<TestType>;
+  const Net net = Net::load(fixture("custom_small.safetensors"));
   auto ws = net.make_workspace(2);
   const auto x = random_images(2, 1);
   std::vector<float> y(2 * 7);
@@ -79,8 +92,9 @@ TEST_CASE("one loaded model serves several threads at once", "[model]") {
   CHECK(mismatches == 0);
 }
 
-TEST_CASE("a sample's logits do not depend on its batch", "[model]") {
-  const Small net = Small::load(fixture("custom_small.safetensors"));
+TEMPLATE_TEST_CASE("a sample's logits do not depend on its batch", "[model]", LEMEVIT_PRECISIONS) {
+  using Net = SmallOn<TestType>;
+  const Net net = Net::load(fixture("custom_small.safetensors"));
   const auto x = random_images(3, 3);
   auto ws = net.make_workspace(3);
   std::vector<float> all(3 * 7), one(7);
@@ -92,12 +106,13 @@ TEST_CASE("a sample's logits do not depend on its batch", "[model]") {
   }
 }
 
-TEST_CASE("a batch larger than one pass gives the logits of one pass", "[model]") {
+TEMPLATE_TEST_CASE("a batch larger than one pass gives the logits of one pass", "[model]", LEMEVIT_PRECISIONS) {
+  using Net = SmallOn<TestType>;
   // The CPU runs a batch in passes of images_per_pass images; with an
   // observer the whole batch goes through in one pass.
-  const Small net = Small::load(fixture("custom_small.safetensors"));
-  const int batch = Small::images_per_pass + 2;
-  REQUIRE(batch > Small::images_per_pass);
+  const Net net = Net::load(fixture("custom_small.safetensors"));
+  const int batch = Net::images_per_pass + 2;
+  REQUIRE(batch > Net::images_per_pass);
   const auto x = random_images(batch, 5);
   auto ws = net.make_workspace(batch);
   std::vector<float> passes(std::size_t(batch) * 7), whole(passes.size()), one(7);
@@ -106,7 +121,7 @@ TEST_CASE("a batch larger than one pass gives the logits of one pass", "[model]"
   net.forward(x.data(), batch, whole.data(), ws, &watch_only);
   CHECK(std::memcmp(passes.data(), whole.data(), passes.size() * sizeof(float)) == 0);
   const std::size_t image = 3 * 96 * 64;
-  for (int b : {0, Small::images_per_pass - 1, Small::images_per_pass, batch - 1}) {
+  for (int b : {0, Net::images_per_pass - 1, Net::images_per_pass, batch - 1}) {
     net.forward(x.data() + b * image, 1, one.data(), ws);
     CHECK(std::memcmp(one.data(), passes.data() + b * 7, 7 * sizeof(float)) == 0);
   }
@@ -145,9 +160,10 @@ TEST_CASE("a profiled forward gives the same logits and accounts for every FLOP"
   CHECK(profile.seconds() > 0.0);
 }
 
-TEST_CASE("a sample's logits do not depend on the thread count", "[model]") {
+TEMPLATE_TEST_CASE("a sample's logits do not depend on the thread count", "[model]", LEMEVIT_PRECISIONS) {
+  using Net = SmallOn<TestType>;
 #ifdef _OPENMP
-  const Small net = Small::load(fixture("custom_small.safetensors"));
+  const Net net = Net::load(fixture("custom_small.safetensors"));
   const auto x = random_images(2, 4);
   auto ws = net.make_workspace(2);
   std::vector<float> reference(2 * 7), y(2 * 7);
@@ -184,3 +200,37 @@ TEST_CASE("a file of another architecture is refused with the differences", "[mo
     CHECK_THAT(e.what(), Catch::Contains("lemevit_small") && Catch::Contains("dims 96,96,192,320,384"));
   }
 }
+
+#if !defined(LEMEVIT_NO_SIMD)
+TEST_CASE("a model built for a CPU feature the CPU lacks is refused at load, naming it", "[model][cpu]") {
+  // LEMEVIT_CPU_HIDE makes a feature look absent (it cannot add one).
+  struct Hide {
+    explicit Hide(const char* f) { setenv("LEMEVIT_CPU_HIDE", f, 1); }
+    ~Hide() { unsetenv("LEMEVIT_CPU_HIDE"); }
+  };
+  const std::string path = fixture("custom_small.safetensors");
+  using Bf16 = SmallOn<SimdBf16>;
+  using Int8 = SmallOn<SimdInt8>;
+  auto refused = [&](auto load, const char* feature) {
+    Hide hide(feature);
+    CHECK_THROWS_WITH(load(), Catch::Contains(feature) && Catch::Contains("this CPU lacks"));
+  };
+  const std::string bf16_path = Kernels<Bf16::Backend>::gemm_path();
+  const std::string int8_path = Kernels<Int8::Backend>::gemm_path();
+  if (bf16_path == "avx512_bf16") refused([&] { return Bf16::load(path); }, "avx512_bf16");
+  if (int8_path == "avx512_vnni") refused([&] { return Int8::load(path); }, "avx512_vnni");
+  if (std::string(xsimd::default_arch::name()) == "avx512bw") {
+    refused([&] { return Small::load(path); }, "avx512bw");
+    refused([&] { return Small::random(1); }, "avx512f");
+  }
+  // Hiding what the type does not use changes nothing; nor does hiding nothing.
+  {
+    Hide hide("avx512_vnni");
+    CHECK_NOTHROW(Bf16::load(path));
+  }
+  CHECK_NOTHROW(Bf16::load(path));
+  CHECK_NOTHROW(Int8::load(path));
+  INFO("this build's paths: bf16 " << bf16_path << ", int8 " << int8_path);
+  if (bf16_path == "fallback" && int8_path == "fallback") SUCCEED("no CPU extension to check in this build");
+}
+#endif

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 
 #include <lemevit/arch.hpp>
 #include <lemevit/io/npy.hpp>
+#include <lemevit/metadata.hpp>
 
 namespace test_support {
 
@@ -37,6 +39,27 @@ inline double relative_error(const float* a, const float* b, std::size_t n) {
     scale = std::max(scale, std::fabs(double(b[i])));
   }
   return diff / std::max(scale, 1e-30);
+}
+
+// The relative error (above) of Net's logits for golden case `name` against PyTorch's.
+template <class Net>
+double golden_error(const std::string& name, std::optional<lemevit::DcaScale> policy = {}) {
+  INFO("case " << name);
+  lemevit::LoadOptions options;
+  options.dca_scale = policy;
+  const Net net = Net::load(fixture(name + ".safetensors"), options);
+  const auto x = lemevit::io::read_npy(fixture(name + ".input.npy"));
+  const auto y = lemevit::io::read_npy(fixture(name + ".logits.npy"));
+  REQUIRE(x.shape.size() == 4);
+  REQUIRE(x.shape[1] == Net::channels);
+  REQUIRE(x.shape[2] == Net::height);
+  REQUIRE(x.shape[3] == Net::width);
+  const int batch = int(x.shape[0]);
+  REQUIRE(y.shape == std::vector<std::int64_t>{batch, net.num_classes()});
+  auto ws = net.make_workspace(batch);
+  std::vector<float> out(y.data.size());
+  net.forward(x.data.data(), batch, out.data(), ws);
+  return relative_error(out.data(), y.data.data(), out.size());
 }
 
 // Every stage's feature map of fixture `name` against PyTorch's forward_features.

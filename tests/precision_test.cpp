@@ -1,0 +1,47 @@
+// bf16 and int8 models (backend::Simd<Arch, Precision>) against PyTorch's
+// logits on the seeded golden fixtures: the relative logit error
+// max |y - y_torch| / max |y_torch| stays within the bounds the README states.
+// (Kernel-level exactness is tests/kernels_test.cpp; batch and thread
+// invariance, allocation and the CPU check are tests/model_test.cpp.)
+#include <cstdio>
+
+#include <lemevit/lemevit.hpp>
+
+#include "support.hpp"
+
+using namespace lemevit;
+
+namespace {
+
+using Bf16 = backend::Simd<xsimd::default_arch, Precision::Bf16>;
+using Int8 = backend::Simd<xsimd::default_arch, Precision::Int8>;
+
+template <class Net>
+void within(const std::string& name, double bound) {
+  const double err = test_support::golden_error<Net>(name);
+  std::printf("%-14s %s (%s): relative logit error %.2e (bound %.0e)\n", name.c_str(),
+              precision_name(Kernels<typename Net::Backend>::precision),
+              Kernels<typename Net::Backend>::gemm_path(), err, bound);
+  INFO(name << ": relative error " << err);
+  CHECK(err < bound);
+}
+
+template <ArchSpec A>
+void both(const std::string& name, double bf16_bound, double int8_bound) {
+  within<Model<A, Input<224, 224>, Classes<1000>, Bf16>>(name, bf16_bound);
+  within<Model<A, Input<224, 224>, Classes<1000>, Int8>>(name, int8_bound);
+}
+
+}  // namespace
+
+// Bounds: about twice the largest error measured over the six variants
+// (bf16 8.3e-3, int8 4.3e-2: README "Precision"). Every path of a precision
+// computes the same numbers (tests/kernels_test.cpp), so they hold on all.
+TEST_CASE("bf16 and int8 official variants stay close to PyTorch's fp32 logits", "[precision]") {
+  both<variants::Tiny>("tiny_224", 2e-2, 8e-2);
+  both<variants::Small>("small_224", 2e-2, 8e-2);
+  both<variants::Base>("base_224", 2e-2, 8e-2);
+  both<variants::SmallV2>("small_v2_224", 2e-2, 8e-2);
+  both<variants::TinyV2>("tiny_v2_224", 2e-2, 8e-2);
+  both<variants::VitTiny>("vit_tiny_224", 2e-2, 8e-2);
+}
