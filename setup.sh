@@ -23,6 +23,7 @@ test_packages=(
   dataset-fashion-mnist libopenmpi-dev openmpi-bin
   qemu-user g++-aarch64-linux-gnu
   python3-pybind11 cmake
+  clang libclang-rt-dev  # libFuzzer targets (tools/sanitize.sh fuzz, run by .ci/run)
 )
 $test && packages+=("${test_packages[@]}")
 
