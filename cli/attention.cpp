@@ -55,10 +55,10 @@ float sample(const std::vector<float>& g, int h, int w, float y, float x) {
 int attention(int argc, char** argv) {
   auto valued = kPreprocessFlags;
   valued.insert({"--weights", "-o", "--output", "--meta-tokens", "--block", "--size", "--alpha", "--threads",
-                 "--dca-scale", "--device"});
+                 "--dca-scale", "--device", "--precision"});
   Args args("attention", argc, argv, valued, {"--help"});
   if (args.has("--help")) {
-    std::cout << kHelp << "\n" << kPreprocessHelp;
+    std::cout << kHelp << kPrecisionHelp << "\n" << kPreprocessHelp;
     return 0;
   }
   if (args.positional().size() != 1) args.fail("give exactly one image");

@@ -23,7 +23,7 @@ namespace cli {
 namespace {
 constexpr const char* kHelp =
     "usage: lemevit bench --weights W.safetensors [--batch B] [--threads T]\n"
-    "                     [--iterations K] [--warmup W] [--profile] [--json FILE|-]\n"
+    "                     [--iterations K] [--warmup W] [--profile] [--precision P] [--json FILE|-]\n"
     "\n"
     "Times the forward pass on random input after warm-up and reports the median.\n"
     "  --batch       images per forward pass (default 1)\n"
@@ -108,10 +108,10 @@ ProfileReport report(const lemevit::Profile& p, int passes, double peak) {
 
 int bench(int argc, char** argv) {
   Args args("bench", argc, argv,
-            {"--weights", "--batch", "--threads", "--iterations", "--warmup", "--json", "--dca-scale", "--device"},
+            {"--weights", "--batch", "--threads", "--iterations", "--warmup", "--json", "--dca-scale", "--device", "--precision"},
             {"--help", "--profile"});
   if (args.has("--help")) {
-    std::cout << kHelp;
+    std::cout << kHelp << kPrecisionHelp;
     return 0;
   }
   if (!args.positional().empty()) args.fail("unexpected argument '" + args.positional()[0] + "'");
@@ -137,11 +137,13 @@ int bench(int argc, char** argv) {
   const double median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
   const double per_image = median / batch;
   const double gflops = model->flops_per_image() * batch / (median * 1e-3) / 1e9;
+  const std::string path = device(args) == Device::Cuda ? "cuda" : model->gemm_path();
   int threads = 1;
 #ifdef _OPENMP
   threads = omp_get_max_threads();
 #endif
-  std::cout << model->info().variant << " batch " << batch << ", " << threads << " thread(s): median "
+  std::cout << model->info().variant << " " << model->precision() << " (" << path << ") batch " << batch
+            << ", " << threads << " thread(s): median "
             << median << " ms per pass, " << per_image << " ms/image, " << gflops << " GFLOP/s (min "
             << ms.front() << " ms, max " << ms.back() << " ms over " << iterations << " passes)\n";
   std::string profile_json;
@@ -159,7 +161,9 @@ int bench(int argc, char** argv) {
   if (args.has("--json")) {
     std::ostringstream j;
     j.precision(10);
-    j << "{\"model\": " << lemevit::json::quote(model->info().variant) << ", \"batch\": " << batch
+    j << "{\"model\": " << lemevit::json::quote(model->info().variant)
+      << ", \"precision\": \"" << model->precision() << "\", \"path\": " << lemevit::json::quote(path)
+      << ", \"batch\": " << batch
       << ", \"threads\": " << threads << ", \"iterations\": " << iterations
       << ", \"median_ms\": " << median << ", \"ms_per_image\": " << per_image
       << ", \"min_ms\": " << ms.front() << ", \"max_ms\": " << ms.back()

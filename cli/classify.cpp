@@ -16,7 +16,7 @@ namespace cli {
 namespace {
 constexpr const char* kHelp =
     "usage: lemevit classify [--weights W.safetensors] [preprocessing flags] [--top-k K]\n"
-    "                        [--batch B] [--threads N] [--json FILE|-] IMAGE...\n"
+    "                        [--batch B] [--threads N] [--precision P] [--json FILE|-] IMAGE...\n"
     "\n"
     "Prints the top-K classes and probabilities of each image (JPEG, PNG, BMP, ...).\n"
     "  --weights  default: $LEMEVIT_WEIGHTS, else the bundled Fashion-MNIST model\n"
@@ -37,10 +37,10 @@ std::vector<double> softmax(const float* logits, int n) {
 
 int classify(int argc, char** argv) {
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "--top-k", "--batch", "--threads", "--json", "--dca-scale", "--device"});
+  valued.insert({"--weights", "--top-k", "--batch", "--threads", "--json", "--dca-scale", "--device", "--precision"});
   Args args("classify", argc, argv, valued, {"--help"});
   if (args.has("--help")) {
-    std::cout << kHelp << "\n" << kPreprocessHelp;
+    std::cout << kHelp << kPrecisionHelp << "\n" << kPreprocessHelp;
     return 0;
   }
   const auto& paths = args.positional();

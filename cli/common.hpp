@@ -40,9 +40,22 @@ inline Device device(const Args& args) {
   args.fail("--device must be cpu or cuda, got '" + d + "'");
 }
 
-// The model of --weights (or `path`) on --device with --dca-scale applied.
+inline lemevit::Precision precision(const Args& args) {
+  const std::string p = args.get("--precision", "fp32");
+  if (p == "fp32") return lemevit::Precision::Fp32;
+  if (p == "bf16") return lemevit::Precision::Bf16;
+  if (p == "int8") return lemevit::Precision::Int8;
+  args.fail("--precision must be fp32, bf16 or int8, got '" + p + "'");
+}
+
+// Help line of --precision, shared by the commands that take it.
+inline constexpr const char* kPrecisionHelp =
+    "  --precision  fp32 (default), bf16 or int8: the arithmetic of the matrix products\n"
+    "               (LayerNorm, softmax, GELU, residuals and attention stay fp32)\n";
+
+// The model of --weights (or `path`) on --device in --precision with --dca-scale applied.
 inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path) {
-  return load_model(path, load_options(args), device(args));
+  return load_model(path, load_options(args), device(args), precision(args));
 }
 
 inline const char* scale_name(lemevit::DcaScale s) {

@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 constexpr const char* kHelp =
     "usage: lemevit evaluate [--weights W.safetensors] --data DIR [preprocessing flags]\n"
     "                        [--class-map auto|names|sorted] [--batch B] [--threads T]\n"
-    "                        [--strict] [--json FILE|-]\n"
+    "                        [--precision P] [--strict] [--json FILE|-]\n"
     "\n"
     "Evaluates a model over an ImageFolder tree, DIR/<class>/.../<image>. Prints accuracy,\n"
     "macro precision, recall and F1, a per-class report and the confusion matrix.\n"
@@ -93,10 +93,10 @@ int evaluate(int argc, char** argv) {
   namespace ev = lemevit::evaluation;
   World world;
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device", "--class-map"});
+  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device", "--class-map", "--precision"});
   Args args("evaluate", argc, argv, valued, {"--strict", "--help"});
   if (args.has("--help")) {
-    if (world.rank == 0) std::cout << kHelp << "\n" << kPreprocessHelp;
+    if (world.rank == 0) std::cout << kHelp << kPrecisionHelp << "\n" << kPreprocessHelp;
     return 0;
   }
   if (!args.positional().empty()) args.fail("unexpected argument '" + args.positional()[0] + "'");

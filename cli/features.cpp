@@ -14,7 +14,7 @@ namespace cli {
 namespace {
 constexpr const char* kHelp =
     "usage: lemevit features [--weights W.safetensors] [preprocessing flags] IMAGE... -o DIR\n"
-    "                        [--stages i,j,...] [--threads N]\n"
+    "                        [--stages i,j,...] [--threads N] [--precision P]\n"
     "\n"
     "Writes DIR/stage<i>.npy for each stage: float32 N x C_i x H_i x W_i, the image\n"
     "tokens after stage i (N = number of images), for detection/segmentation heads.\n"
@@ -23,10 +23,10 @@ constexpr const char* kHelp =
 
 int features(int argc, char** argv) {
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "-o", "--output", "--stages", "--threads", "--dca-scale", "--device"});
+  valued.insert({"--weights", "-o", "--output", "--stages", "--threads", "--dca-scale", "--device", "--precision"});
   Args args("features", argc, argv, valued, {"--help"});
   if (args.has("--help")) {
-    std::cout << kHelp << "\n" << kPreprocessHelp;
+    std::cout << kHelp << kPrecisionHelp << "\n" << kPreprocessHelp;
     return 0;
   }
   const auto& paths = args.positional();

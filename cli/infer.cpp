@@ -12,7 +12,7 @@ namespace cli {
 namespace {
 constexpr const char* kHelp =
     "usage: lemevit infer --weights W.safetensors --input X.npy --output Y.npy\n"
-    "                     [--threads N] [--dca-scale official|head_dim] [--verbose]\n"
+    "                     [--threads N] [--precision P] [--dca-scale official|head_dim] [--verbose]\n"
     "\n"
     "  --weights    weights converted by tools/convert.py (architecture, classes and\n"
     "               attention-scale policy come from its metadata)\n"
@@ -25,10 +25,10 @@ constexpr const char* kHelp =
 }  // namespace
 
 int infer(int argc, char** argv) {
-  Args args("infer", argc, argv, {"--weights", "--input", "--output", "--threads", "--dca-scale", "--device"},
+  Args args("infer", argc, argv, {"--weights", "--input", "--output", "--threads", "--dca-scale", "--device", "--precision"},
             {"--verbose", "--help"});
   if (args.has("--help")) {
-    std::cout << kHelp;
+    std::cout << kHelp << kPrecisionHelp;
     return 0;
   }
   if (!args.positional().empty()) args.fail("unexpected argument '" + args.positional()[0] + "'");
@@ -53,7 +53,8 @@ int infer(int argc, char** argv) {
   lemevit::io::write_npy(output, {std::int64_t(batch), std::int64_t(model->num_classes())}, logits.data());
   if (args.has("--verbose")) {
     const double mib = model->activation_bytes_per_image() / 1024.0 / 1024.0;
-    std::cerr << "model: " << model->description() << ", " << model->num_classes()
+    std::cerr << "model: " << model->description() << ", " << model->precision() << " ("
+              << model->gemm_path() << "), " << model->num_classes()
               << " classes, " << scale_name(model->dca_scale()) << " DCA scale\n"
               << "activation memory (planned at compile time): " << mib << " MiB per image, "
               << batch * mib << " MiB for this batch\n"

@@ -32,10 +32,27 @@ std::unique_ptr<lemevit::AnyModel> load_cuda_model(const std::string& path, leme
 }
 }  // namespace
 
+template <>
+std::unique_ptr<lemevit::AnyModel> load_cpu_model<lemevit::Precision::Fp32>(const std::string& path,
+                                                                           lemevit::LoadOptions options) {
+  return KnownModels<lemevit::backend::Default>::load(path, options);
+}
+
 std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::LoadOptions options,
-                                              Device device) {
-  if (device == Device::Cpu) return KnownModels<lemevit::backend::Default>::load(path, options);
-  return load_cuda_model(path, options);
+                                              Device device, lemevit::Precision precision) {
+  using lemevit::Precision;
+  if (device == Device::Cuda) {
+    if (precision != Precision::Fp32)
+      throw lemevit::Error(std::string("--precision ") + lemevit::precision_name(precision) +
+                           ": the CUDA backend runs fp32 only; use --device cpu");
+    return load_cuda_model(path, options);
+  }
+  switch (precision) {
+    case Precision::Bf16: return load_cpu_model<Precision::Bf16>(path, options);
+    case Precision::Int8: return load_cpu_model<Precision::Int8>(path, options);
+    case Precision::Fp32: break;
+  }
+  return load_cpu_model<Precision::Fp32>(path, options);
 }
 
 }  // namespace cli

@@ -27,9 +27,16 @@ using KnownModels =
 enum class Device { Cpu, Cuda };
 
 // Loads any compiled-in model whose architecture matches the file's metadata,
-// on the CPU (SIMD backend) or the GPU (CUDA backend, when built with it);
-// otherwise throws, listing what is compiled in.
+// on the CPU (SIMD backend, in `precision`) or the GPU (CUDA backend, when
+// built with it; fp32 only); otherwise throws, listing what is compiled in.
 std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::LoadOptions options = {},
-                                              Device device = Device::Cpu);
+                                              Device device = Device::Cpu,
+                                              lemevit::Precision precision = lemevit::Precision::Fp32);
+
+// KnownModels on the CPU in precision P. The bf16 and int8 registries are
+// instantiated in files of their own (models_bf16.cpp, models_int8.cpp) so
+// that the three compile in parallel.
+template <lemevit::Precision P>
+std::unique_ptr<lemevit::AnyModel> load_cpu_model(const std::string& path, lemevit::LoadOptions options);
 
 }  // namespace cli

@@ -25,6 +25,11 @@ class AnyModel {
   virtual const ModelInfo& info() const = 0;
   virtual std::string description() const = 0;
   virtual int num_classes() const = 0;
+  // "fp32", "bf16" or "int8", and where the matrix products run ("avx512bw",
+  // "avx512_bf16", "avx512_vnni", "fallback", ...; "unspecified" for backends
+  // that do not say).
+  virtual const char* precision() const = 0;
+  virtual const char* gemm_path() const = 0;
   virtual DcaScale dca_scale() const = 0;
   virtual int height() const = 0;
   virtual int width() const = 0;
@@ -53,6 +58,18 @@ class ModelAdapter final : public AnyModel {
            std::to_string(Net::height) + "x" + std::to_string(Net::width);
   }
   int num_classes() const override { return net_.num_classes(); }
+  const char* precision() const override {
+    if constexpr (requires { Kernels<typename Net::Backend>::precision; })
+      return precision_name(Kernels<typename Net::Backend>::precision);
+    else
+      return "fp32";
+  }
+  const char* gemm_path() const override {
+    if constexpr (requires { Kernels<typename Net::Backend>::gemm_path(); })
+      return Kernels<typename Net::Backend>::gemm_path();
+    else
+      return "unspecified";
+  }
   DcaScale dca_scale() const override { return net_.dca_scale(); }
   int height() const override { return Net::height; }
   int width() const override { return Net::width; }
