@@ -34,7 +34,8 @@ constexpr const char* kHelp =
     "  --profile     then K more passes timed per layer kind (stem, downsample, meta-token\n"
     "                downsample, LayerNorm, position-encoding conv, q/k/v and output\n"
     "                projections, attention, MLP, pooling/head): time, share, GFLOP/s and\n"
-    "                % of this machine's FMA peak (measured now); the plain timing above\n"
+    "                % of this machine's FMA peak (measured now), then the same by stage;\n"
+    "                the plain timing above\n"
     "                runs without any profiling code\n"
     "  --json        also write the result as JSON to FILE, or to stdout with '-'\n";
 
@@ -63,46 +64,56 @@ double fma_peak_gflops(int threads) {
 #endif
 }
 
-// Per-part table of a profile over `passes` forward passes; `peak` in GFLOP/s (0: unknown).
+// Tables of a profile over `passes` forward passes, by part and by stage;
+// `peak` in GFLOP/s (0: unknown).
 struct ProfileReport {
   std::string text, json;
 };
-ProfileReport report(const lemevit::Profile& p, int passes, double peak) {
-  ProfileReport r;
+ProfileReport report(const lemevit::Profile& p, const lemevit::AnyModel& model, int passes, double peak) {
+  const double total = p.seconds();
   std::ostringstream t, j;
   j.precision(10);
-  const double total = p.seconds();
   char line[160];
-  std::snprintf(line, sizeof line, "%-16s %9s %7s %9s %10s %6s\n", "part", "ms/pass", "share", "GFLOP/s",
-                "% of peak", "calls");
-  t << line;
-  j << "{\"passes\": " << passes << ", \"fma_peak_gflops\": " << peak
-    << ", \"total_ms\": " << total * 1e3 / passes << ", \"gflop\": " << p.flops() / 1e9 / passes
-    << ", \"parts\": [";
-  for (int i = 0; i < lemevit::kParts; ++i) {
-    const auto part = lemevit::Part(i);
-    const auto& e = p[part];
+  const auto percent = [](double f) { return std::to_string(int(100 * f + 0.5)) + "%"; };
+  // One line of text and one JSON object ("key": name, ...) per entry.
+  const auto row = [&](const char* key, const std::string& name, const lemevit::Profile::Entry& e, bool first) {
     const double ms = e.seconds * 1e3 / passes, share = total > 0 ? e.seconds / total : 0.0;
     const double gflops = e.seconds > 0 ? e.flops / e.seconds / 1e9 : 0.0;
     const bool rated = e.flops > 0 && peak > 0;
-    std::snprintf(line, sizeof line, "%-16s %9.3f %6.1f%% %9s %10s %6ld\n", lemevit::part_name(part), ms,
-                  100 * share, e.flops > 0 ? std::to_string(int(gflops + 0.5)).c_str() : "-",
-                  rated ? (std::to_string(int(100 * gflops / peak + 0.5)) + "%").c_str() : "-",
-                  e.calls / passes);
+    std::snprintf(line, sizeof line, "%-22s %9.3f %6.1f%% %9s %10s %6ld\n", name.c_str(), ms, 100 * share,
+                  e.flops > 0 ? std::to_string(int(gflops + 0.5)).c_str() : "-",
+                  rated ? percent(gflops / peak).c_str() : "-", e.calls / passes);
     t << line;
-    j << (i ? ", " : "") << "{\"part\": \"" << lemevit::part_name(part) << "\", \"ms\": " << ms
+    j << (first ? "" : ", ") << "{\"" << key << "\": " << lemevit::json::quote(name) << ", \"ms\": " << ms
       << ", \"share\": " << share << ", \"gflop\": " << e.flops / 1e9 / passes << ", \"gflops\": " << gflops
-      << ", \"peak_fraction\": " << (rated ? gflops / peak : 0.0) << ", \"calls\": " << e.calls / passes
-      << "}";
-  }
+      << ", \"peak_fraction\": " << (rated ? gflops / peak : 0.0) << ", \"calls\": " << e.calls / passes << "}";
+  };
+  const auto header = [&](const char* first) {
+    std::snprintf(line, sizeof line, "%-22s %9s %7s %9s %10s %6s\n", first, "ms/pass", "share", "GFLOP/s",
+                  "% of peak", "calls");
+    t << line;
+  };
+  header("part");
+  j << "{\"passes\": " << passes << ", \"fma_peak_gflops\": " << peak << ", \"total_ms\": " << total * 1e3 / passes
+    << ", \"gflop\": " << p.flops() / 1e9 / passes << ", \"parts\": [";
+  for (int i = 0; i < lemevit::kParts; ++i)
+    row("part", lemevit::part_name(lemevit::Part(i)), p[lemevit::Part(i)], i == 0);
   const double gflops = total > 0 ? p.flops() / total / 1e9 : 0.0;
-  std::snprintf(line, sizeof line, "%-16s %9.3f %6.1f%% %9d %10s\n", "total", total * 1e3 / passes, 100.0,
-                int(gflops + 0.5), peak > 0 ? (std::to_string(int(100 * gflops / peak + 0.5)) + "%").c_str() : "-");
+  std::snprintf(line, sizeof line, "%-22s %9.3f %6.1f%% %9d %10s\n\n", "total", total * 1e3 / passes, 100.0,
+                int(gflops + 0.5), peak > 0 ? percent(gflops / peak).c_str() : "-");
   t << line;
+  header("stage");
+  j << "], \"stages\": [";
+  row("stage", "stem, head", p.stage(lemevit::Profile::kOutside), true);
+  for (int i = 0; i < p.stages(); ++i) {
+    const auto [c, h, w] = model.stage_shape(i);
+    const auto& kinds = model.info().kinds;
+    row("stage", std::to_string(i) + " " + (i < int(kinds.size()) ? kinds[i] : std::string("?")) + " " +
+                     std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c),
+        p.stage(i), false);
+  }
   j << "]}";
-  r.text = t.str();
-  r.json = j.str();
-  return r;
+  return {t.str(), j.str()};
 }
 }  // namespace
 
@@ -151,7 +162,7 @@ int bench(int argc, char** argv) {
     lemevit::Profile profile;
     for (int i = 0; i < iterations; ++i) model->forward(x.data(), batch, y.data(), profile);
     const double peak = device(args) == Device::Cpu ? fma_peak_gflops(threads) : 0.0;
-    const ProfileReport r = report(profile, iterations, peak);
+    const ProfileReport r = report(profile, *model, iterations, peak);
     std::cout << "profile over " << iterations << " passes (mean per pass; FMA peak "
               << (peak > 0 ? std::to_string(int(peak + 0.5)) + " GFLOP/s" : std::string("unknown"))
               << " on " << threads << " thread(s), measured now):\n"

@@ -158,6 +158,14 @@ TEST_CASE("a profiled forward gives the same logits and accounts for every FLOP"
   CHECK(profile[Part::LayerNorm].flops == 0.0);
   CHECK(profile.seconds() == Approx(seconds));
   CHECK(profile.seconds() > 0.0);
+  // By stage: the stem, stage 0's meta-token copy and the head lie outside
+  // the stages; each stage's FLOPs are those of its downsample and blocks.
+  REQUIRE(profile.stages() == 5);
+  CHECK(profile.stage(Profile::kOutside).calls == 3 * passes);
+  double stage_flops = profile.stage(Profile::kOutside).flops;
+  for (int i = 0; i < 5; ++i) stage_flops += profile.stage(i).flops;
+  CHECK(stage_flops == Approx(profile.flops()).epsilon(1e-12));
+  CHECK(profile.stage(0).flops > 0.0);
 }
 
 TEMPLATE_TEST_CASE("a sample's logits do not depend on the thread count", "[model]", LEMEVIT_PRECISIONS) {

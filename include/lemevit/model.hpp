@@ -329,6 +329,7 @@ class Model {
 
   template <class P>
   void run_backbone(const float* input, int batch, layers::Activations& a, Observer* observer, P& prof) const {
+    enter_stage(prof, Profile::kOutside);
     timed<B>(prof, Part::Stem, stem1_.flops(batch) + stem2_.flops(batch), [&] {
       // Host backends read the caller's images in place; device ones upload
       // them into the (still unused) x scratch first.
@@ -354,6 +355,7 @@ class Model {
   template <class P>
   void head(layers::Activations& a, int batch, float* logits, P& prof) const {
     constexpr int n = Last::tokens, m = A.meta_tokens;
+    enter_stage(prof, Profile::kOutside);
     timed<B>(prof, Part::Head, head_.flops(batch), [&] {
       norm_c_(a.c, batch * m, a.cn);
       float* pooled = a.t;

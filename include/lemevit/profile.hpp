@@ -3,7 +3,7 @@
 //
 //   lemevit::Profile profile;
 //   net.forward(images, batch, logits, ws, profile);  // same work, same logits, timed
-//   profile[lemevit::Part::Attention].seconds ...
+//   profile[lemevit::Part::Attention].seconds, profile.stage(1).flops ...
 //
 // Layers wrap each piece of work in `timed<B>(profiler, part, flops, work)`.
 // A normal forward passes `NoProfile`, for which `timed` is the plain call:
@@ -12,10 +12,12 @@
 // run OpenMP-parallel and join before returning; device backends are
 // synchronised first), so a part's time is the wall time all threads spent
 // in it.
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <type_traits>
 
+#include "lemevit/arch.hpp"
 #include "lemevit/backend.hpp"
 
 namespace lemevit {
@@ -44,41 +46,73 @@ inline constexpr const char* part_name(Part p) {
 // The profiler of a normal forward pass: nothing.
 struct NoProfile {};
 
-// Wall time, FLOPs and calls per part, summed over every forward pass it
-// was given to.
+// Wall time, FLOPs and calls per part and stage, summed over every forward
+// pass it was given to.
 class Profile {
  public:
   struct Entry {
     double seconds = 0.0;
     double flops = 0.0;
     long calls = 0;
-  };
 
-  const Entry& operator[](Part p) const { return entries_[int(p)]; }
-  double seconds() const {
-    double s = 0.0;
-    for (const auto& e : entries_) s += e.seconds;
-    return s;
+    Entry& operator+=(const Entry& o) {
+      seconds += o.seconds;
+      flops += o.flops;
+      calls += o.calls;
+      return *this;
+    }
+  };
+  static constexpr int kOutside = -1;  // the stem and the head, outside every stage
+
+  // One part over all stages.
+  Entry operator[](Part p) const {
+    Entry e;
+    for (const auto& stage : entries_) e += stage[int(p)];
+    return e;
   }
-  double flops() const {
-    double f = 0.0;
-    for (const auto& e : entries_) f += e.flops;
-    return f;
+  // All parts of stage `stage` (or kOutside).
+  Entry stage(int stage) const {
+    Entry e;
+    for (const auto& part : entries_[stage + 1]) e += part;
+    return e;
+  }
+  // Stages seen so far (stage indices 0 .. stages() - 1).
+  int stages() const { return stages_; }
+  double seconds() const { return total().seconds; }
+  double flops() const { return total().flops; }
+
+  // The work recorded from now on belongs to `stage` (or kOutside).
+  void enter_stage(int stage) {
+    stage_ = stage;
+    stages_ = std::max(stages_, stage + 1);
   }
 
   template <class F>
   void record(Part p, double flops, F&& work) {
     const auto t0 = std::chrono::steady_clock::now();
     work();
-    Entry& e = entries_[int(p)];
+    Entry& e = entries_[stage_ + 1][int(p)];
     e.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     e.flops += flops;
     ++e.calls;
   }
 
  private:
-  std::array<Entry, kParts> entries_{};
+  Entry total() const {
+    Entry e;
+    for (int s = kOutside; s < kMaxStages; ++s) e += stage(s);
+    return e;
+  }
+
+  std::array<std::array<Entry, kParts>, kMaxStages + 1> entries_{};
+  int stage_ = kOutside, stages_ = 0;
 };
+
+// Tells a Profile which stage the following work belongs to.
+template <class P>
+inline void enter_stage(P& profiler, int stage) {
+  if constexpr (!std::is_same_v<std::remove_const_t<P>, NoProfile>) profiler.enter_stage(stage);
+}
 
 // Runs `work` (`flops` floating-point operations of part `part`), timed when
 // the profiler is a Profile.

@@ -379,6 +379,11 @@ class Cli(unittest.TestCase):
         self.assertAlmostEqual(sum(part["gflop"] for part in parts) / (2 * result["gflop_per_image"]), 1.0,
                                places=7)
         self.assertGreater(profile["fma_peak_gflops"], 0)
+        stages = profile["stages"]
+        self.assertEqual([s["stage"] for s in stages],
+                         ["stem, head", "0 C 7x7x64", "1 D 7x7x64", "2 D 4x4x96", "3 S 2x2x128"])
+        self.assertAlmostEqual(sum(s["share"] for s in stages), 1.0, places=7)
+        self.assertAlmostEqual(sum(s["gflop"] for s in stages) / (2 * result["gflop_per_image"]), 1.0, places=7)
         mlp = [part for part in parts if part["part"] == "mlp"][0]
         self.assertAlmostEqual(mlp["peak_fraction"], mlp["gflops"] / profile["fma_peak_gflops"], places=7)
 

@@ -57,6 +57,7 @@ class Stage {
   template <class P = NoProfile>
   void operator()(Activations& a, int batch, DcaScale policy, bool skip_meta = false,
                   Observer* observer = nullptr, P&& prof = P{}) const {
+    enter_stage(prof, I);
     if constexpr (downsamples) {
       timed<B>(prof, Part::Downsample, downsample_.flops(batch), [&] { downsample_(a.x, batch, a.x2, a.xbuf); });
       std::swap(a.x, a.x2);
