@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/compare.py [--build build] [--threads 2]
         [--variants lemevit_tiny,...] [--batches 1,8] [--iterations 10]
-        [--rounds 3] [--no-ort] [--out bench/results]
+        [--rounds 3] [--no-ort] [--precisions fp32,bf16,int8] [--out bench/results]
 
 For each variant and batch size: seeded random weights (tools/lemevit_ref.py)
 are written as safetensors and exported to ONNX (torch.onnx.export, opset 17,
@@ -19,6 +19,11 @@ percent over minutes, so each measurement is taken in --rounds rounds that
 interleave PyTorch, ONNX Runtime, lemevit and the FMA loop; the table reports
 the medians. Writes OUT/compare.json, OUT/compare.md (the README's table)
 and OUT/compare.png.
+
+With --precisions listing bf16 and/or int8, `lemevit bench --precision P`
+runs in the same rounds (right after the fp32 one), its logits are checked
+against the bounds of tests/precision_test.cpp, and OUT/compare_precision.md
+tables fp32, bf16 and int8 side by side with their speed-ups over fp32.
 
 ONNX Runtime comes from npm (its CPU library ships in onnxruntime-node):
     cd bench/ort && npm install --ignore-scripts
@@ -63,6 +68,8 @@ ALL = ["lemevit_tiny", "lemevit_small", "lemevit_base", "lemevit_small_v2", "lem
 ORT_DIR = os.path.join(ROOT, "bench", "ort")
 ORT_SCRIPT = os.path.join(ORT_DIR, "ort_bench.js")
 MAX_REL_ERROR = 1e-5
+# tests/precision_test.cpp's bounds for --precision bf16 and int8.
+LOWP_BOUNDS = {"bf16": 2e-2, "int8": 8e-2}
 
 
 def find_ort():
@@ -127,8 +134,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved PyTorch / ONNX Runtime / lemevit / FMA-peak rounds per variant and batch")
     ap.add_argument("--no-ort", action="store_true", help="leave ONNX Runtime out")
+    ap.add_argument("--precisions", default="fp32", help="fp32 plus bf16 and/or int8, timed in the same rounds")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
+    lowp = [p for p in args.precisions.split(",") if p != "fp32"]
+    if set(lowp) - set(LOWP_BOUNDS):
+        ap.error("--precisions: fp32, bf16, int8")
     unknown = set(args.variants.split(",")) - set(ALL)
     if unknown:
         ap.error("unknown variant(s) %s; known: %s" % (",".join(sorted(unknown)), ",".join(ALL)))
@@ -161,6 +172,15 @@ def main():
             err = rel_error(np.load(os.path.join(tmp, "y.npy")), want)
             if err > MAX_REL_ERROR:
                 sys.exit("%s: lemevit's logits differ from PyTorch's (relative error %.1e)" % (name, err))
+            lowp_err = {}
+            for p in lowp:
+                subprocess.run([lemevit, "infer", "--weights", weights, "--input", os.path.join(tmp, "x.npy"),
+                                "--output", os.path.join(tmp, "y.npy"), "--threads", str(args.threads),
+                                "--precision", p], check=True)
+                lowp_err[p] = rel_error(np.load(os.path.join(tmp, "y.npy")), want)
+                if lowp_err[p] > LOWP_BOUNDS[p]:
+                    sys.exit("%s: lemevit %s logits differ from PyTorch's fp32 by %.1e (bound %.0e)"
+                             % (name, p, lowp_err[p], LOWP_BOUNDS[p]))
             for batch in map(int, args.batches.split(",")):
                 onnx = os.path.join(tmp, "%s_b%d.onnx" % (name, batch))
                 ort_err = None
@@ -180,6 +200,7 @@ def main():
                         sys.exit("%s: ONNX Runtime's logits differ from PyTorch's (relative error %.1e)"
                                  % (name, ort_err))
                 torch_runs, ort_runs, ours_runs, peaks = [], [], [], []
+                lowp_runs = {p: [] for p in lowp}
                 for _ in range(args.rounds):
                     torch_runs.append(torch_ms(model, batch, args.iterations) / batch)
                     if node:
@@ -189,6 +210,10 @@ def main():
                     ours_runs.append(run_json([lemevit, "bench", "--weights", weights, "--batch", str(batch),
                                                "--threads", str(args.threads), "--iterations",
                                                str(args.iterations), "--json", "-"]))
+                    for p in lowp:
+                        lowp_runs[p].append(run_json([lemevit, "bench", "--weights", weights, "--batch", str(batch),
+                                                      "--threads", str(args.threads), "--iterations",
+                                                      str(args.iterations), "--precision", p, "--json", "-"]))
                     peaks.append(fma_peak(args.build, args.threads))
                 t_ms = statistics.median(torch_runs)
                 ours_ms = statistics.median(r["ms_per_image"] for r in ours_runs)
@@ -214,6 +239,13 @@ def main():
                     row["speedup_vs_torch"], gflops, 100 * row["peak_fraction"], peak, err)
                 if node:
                     line += " (ORT %.1e)" % ort_err
+                for p in lowp:
+                    p_ms = statistics.median(r["ms_per_image"] for r in lowp_runs[p])
+                    row.update({p + "_ms": p_ms, p + "_speedup": ours_ms / p_ms, p + "_path": lowp_runs[p][0]["path"],
+                                p + "_rel_error": lowp_err[p]})
+                    row["rounds"][p + "_ms"] = [r["ms_per_image"] for r in lowp_runs[p]]
+                    line += "\n%-17s batch %d: %s (%s) %8.2f ms/img  %5.2fx vs fp32  rel err %.1e" % (
+                        "", batch, p, row[p + "_path"], p_ms, row[p + "_speedup"], lowp_err[p])
                 rows.append(row)
                 print(line, flush=True)
     machine = "%s, %d thread(s), %s" % (platform.processor() or platform.machine(), args.threads,
@@ -247,6 +279,19 @@ def main():
             f.write("| %s | %d | %.2f | %s%.2f | %s%.2fx | %.1f | %.0f%% |\n" % (
                 r["variant"], r["batch"], r["torch_ms"], ort_cells, r["lemevit_ms"], vs_ort,
                 r["speedup_vs_torch"], r["gflops"], 100 * r["peak_fraction"]))
+    if lowp:
+        with open(os.path.join(args.out, "compare_precision.md"), "w") as f:
+            f.write("Measured %s. Medians of %d interleaved rounds of %d passes; relative logit error against "
+                    "PyTorch's float64 logits.\n\n" % (machine, args.rounds, args.iterations))
+            f.write("| model | batch | %sfp32 ms/img |%s\n|---|---|%s---|%s\n" % (
+                "ORT fp32 ms/img | " if node else "",
+                "".join(" %s ms/img | %s vs fp32 | %s rel. error |" % (p, p, p) for p in lowp),
+                "---|" if node else "", "---|---|---|" * len(lowp)))
+            for r in rows:
+                f.write("| %s | %d | %s%.2f |%s\n" % (
+                    r["variant"], r["batch"], "%.2f | " % r["ort_ms"] if node else "", r["lemevit_ms"],
+                    "".join(" %.2f | %.2fx | %.1e |" % (r[p + "_ms"], r[p + "_speedup"], r[p + "_rel_error"])
+                            for p in lowp)))
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -192,28 +192,101 @@ struct LinearShape {
   int rows, in, out;
 };
 
-template <class Arch>
+// The number formats of simd/gemm_lowp.hpp, written out here independently:
+// a low-precision linear must equal the Reference fp32 linear applied to the
+// bf16-rounded or quantised-then-dequantised operands.
+
+using lemevit::Precision;
+
+// Nearest bf16 (ties to even), by comparing the two neighbours.
+float bf16_round(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  const std::uint32_t down = u & 0xffff0000u, up = down + 0x10000u;
+  float fd, fu;
+  std::memcpy(&fd, &down, 4);
+  std::memcpy(&fu, &up, 4);
+  const double dd = std::fabs(double(v) - fd), du = std::fabs(double(fu) - v);
+  if (dd != du) return dd < du ? fd : fu;
+  return (down >> 16) & 1u ? fu : fd;
+}
+
+// Each row of n values (stride ld) quantised to uint8 over [min(0, lo), max(0, hi)]
+// and dequantised: (q - z) * s.
+std::vector<float> dequantised_rows(const std::vector<float>& x, int rows, int ld, int n) {
+  std::vector<float> d = x;
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x.data() + std::size_t(r) * ld;
+    const float lo = std::min(0.0f, *std::min_element(row, row + n));
+    const float hi = std::max(0.0f, *std::max_element(row, row + n));
+    const float s = (hi - lo) / 255.0f;
+    for (int k = 0; k < n; ++k) {
+      float& out = d[std::size_t(r) * ld + k];
+      if (s == 0.0f) {
+        out = 0.0f;
+        continue;
+      }
+      const float inv = 1.0f / s;
+      const float z = std::clamp(std::nearbyint(-lo * inv), 0.0f, 255.0f);
+      const float q = std::clamp(std::nearbyint(row[k] * inv) + z, 0.0f, 255.0f);
+      out = (q - z) * s;
+    }
+  }
+  return d;
+}
+
+// Each output channel's weights quantised to int8 with s = max|w| / 127, dequantised.
+std::vector<float> dequantised_weights(const std::vector<float>& w, int out, int in) {
+  std::vector<float> d = w;
+  for (int o = 0; o < out; ++o) {
+    float amax = 0.0f;
+    for (int k = 0; k < in; ++k) amax = std::max(amax, std::fabs(w[std::size_t(o) * in + k]));
+    const float s = amax / 127.0f;
+    for (int k = 0; k < in; ++k) {
+      float& v = d[std::size_t(o) * in + k];
+      v = s == 0.0f ? 0.0f : std::clamp(std::nearbyint(v / s), -127.0f, 127.0f) * s;
+    }
+  }
+  return d;
+}
+
+// Backend Simd<Arch, P>'s linear against the Reference on the operands as
+// precision P sees them (fp32: unchanged).
+template <class Arch, Precision P = Precision::Fp32>
 void check_linear(const LinearShape& s, Epilogue e, bool with_bias, int ldx_pad, int ldy_pad,
-                  std::uint32_t seed) {
-  using S = Kernels<lemevit::backend::Simd<Arch>>;
+                       std::uint32_t seed, float x_scale = 1.0f) {
+  using S = Kernels<lemevit::backend::Simd<Arch, P>>;
   const int ldx = s.in + ldx_pad, ldy = s.out + ldy_pad;
-  const auto x = random_vector(std::size_t(s.rows) * ldx, seed);
+  auto x = random_vector(std::size_t(s.rows) * ldx, seed, -x_scale, x_scale);
+  // Rows the per-row quantisation must get right: all zero, all positive, all negative.
+  for (int k = 0; k < s.in; ++k) {
+    if (s.rows > 3) x[k] = 0.0f;
+    if (s.rows > 4) x[std::size_t(ldx) + k] = std::fabs(x[std::size_t(ldx) + k]) + 0.5f;
+    if (s.rows > 5) x[std::size_t(2) * ldx + k] = -std::fabs(x[std::size_t(2) * ldx + k]);
+  }
   const auto w = random_vector(std::size_t(s.out) * s.in, seed + 1);
   const auto b = random_vector(std::size_t(s.out), seed + 2);
   const auto y0 = random_vector(std::size_t(s.rows) * ldy, seed + 3);
+  std::vector<float> xr = x, wr = w;
+  if constexpr (P == Precision::Bf16) {
+    for (auto& v : xr) v = bf16_round(v);
+    for (auto& v : wr) v = bf16_round(v);
+  } else if constexpr (P == Precision::Int8) {
+    xr = dequantised_rows(x, s.rows, ldx, s.in);
+    wr = dequantised_weights(w, s.out, s.in);
+  }
   Ref::LinearWeights rw;
-  Ref::prepare_linear(w.data(), with_bias ? b.data() : nullptr, s.out, s.in, rw);
+  Ref::prepare_linear(wr.data(), with_bias ? b.data() : nullptr, s.out, s.in, rw);
   typename S::LinearWeights sw;
   S::prepare_linear(w.data(), with_bias ? b.data() : nullptr, s.out, s.in, sw);
   auto want = y0, got = y0;
-  Ref::linear(x.data(), s.rows, ldx, rw, want.data(), ldy, e);
+  Ref::linear(xr.data(), s.rows, ldx, rw, want.data(), ldy, e);
   S::linear(x.data(), s.rows, ldx, sw, got.data(), ldy, e);
   std::ostringstream what;
-  what << arch_name<Arch>() << " linear rows " << s.rows << " in " << s.in << " out " << s.out
-       << " " << epilogue_name(e) << (with_bias ? " bias" : " no bias") << " ldx " << ldx
-       << " ldy " << ldy;
+  what << arch_name<Arch>() << " " << lemevit::precision_name(P) << " (" << S::gemm_path()
+       << ") linear rows " << s.rows << " in " << s.in << " out " << s.out << " "
+       << epilogue_name(e) << (with_bias ? " bias" : " no bias") << " ldx " << ldx << " ldy " << ldy;
   require_close(got, want, 1e-5, what.str());
-  // Padding columns of y are untouched.
   for (int r = 0; r < s.rows; ++r)
     for (int c = s.out; c < ldy; ++c)
       REQUIRE(got[std::size_t(r) * ldy + c] == y0[std::size_t(r) * ldy + c]);
@@ -329,103 +402,6 @@ TEMPLATE_TEST_CASE("fused GELU equals store then gelu", "[simd][linear][gelu]",
 }
 
 // ---------------------------------------------------------------- bf16 / int8 linear
-// The number formats of simd/gemm_lowp.hpp, written out here independently:
-// a low-precision linear must equal the Reference fp32 linear applied to the
-// bf16-rounded or quantised-then-dequantised operands.
-
-using lemevit::Precision;
-
-// Nearest bf16 (ties to even), by comparing the two neighbours.
-float bf16_round(float v) {
-  std::uint32_t u;
-  std::memcpy(&u, &v, 4);
-  const std::uint32_t down = u & 0xffff0000u, up = down + 0x10000u;
-  float fd, fu;
-  std::memcpy(&fd, &down, 4);
-  std::memcpy(&fu, &up, 4);
-  const double dd = std::fabs(double(v) - fd), du = std::fabs(double(fu) - v);
-  if (dd != du) return dd < du ? fd : fu;
-  return (down >> 16) & 1u ? fu : fd;
-}
-
-// Each row of n values (stride ld) quantised to uint8 over [min(0, lo), max(0, hi)]
-// and dequantised: (q - z) * s.
-std::vector<float> dequantised_rows(const std::vector<float>& x, int rows, int ld, int n) {
-  std::vector<float> d = x;
-  for (int r = 0; r < rows; ++r) {
-    const float* row = x.data() + std::size_t(r) * ld;
-    const float lo = std::min(0.0f, *std::min_element(row, row + n));
-    const float hi = std::max(0.0f, *std::max_element(row, row + n));
-    const float s = (hi - lo) / 255.0f;
-    for (int k = 0; k < n; ++k) {
-      float& out = d[std::size_t(r) * ld + k];
-      if (s == 0.0f) {
-        out = 0.0f;
-        continue;
-      }
-      const float inv = 1.0f / s;
-      const float z = std::clamp(std::nearbyint(-lo * inv), 0.0f, 255.0f);
-      const float q = std::clamp(std::nearbyint(row[k] * inv) + z, 0.0f, 255.0f);
-      out = (q - z) * s;
-    }
-  }
-  return d;
-}
-
-// Each output channel's weights quantised to int8 with s = max|w| / 127, dequantised.
-std::vector<float> dequantised_weights(const std::vector<float>& w, int out, int in) {
-  std::vector<float> d = w;
-  for (int o = 0; o < out; ++o) {
-    float amax = 0.0f;
-    for (int k = 0; k < in; ++k) amax = std::max(amax, std::fabs(w[std::size_t(o) * in + k]));
-    const float s = amax / 127.0f;
-    for (int k = 0; k < in; ++k) {
-      float& v = d[std::size_t(o) * in + k];
-      v = s == 0.0f ? 0.0f : std::clamp(std::nearbyint(v / s), -127.0f, 127.0f) * s;
-    }
-  }
-  return d;
-}
-
-template <class Arch, Precision P>
-void check_lowp_linear(const LinearShape& s, Epilogue e, bool with_bias, int ldx_pad, int ldy_pad,
-                       std::uint32_t seed, float x_scale = 1.0f) {
-  using S = Kernels<lemevit::backend::Simd<Arch, P>>;
-  const int ldx = s.in + ldx_pad, ldy = s.out + ldy_pad;
-  auto x = random_vector(std::size_t(s.rows) * ldx, seed, -x_scale, x_scale);
-  // Rows the per-row quantisation must get right: all zero, all positive, all negative.
-  for (int k = 0; k < s.in; ++k) {
-    if (s.rows > 3) x[k] = 0.0f;
-    if (s.rows > 4) x[std::size_t(ldx) + k] = std::fabs(x[std::size_t(ldx) + k]) + 0.5f;
-    if (s.rows > 5) x[std::size_t(2) * ldx + k] = -std::fabs(x[std::size_t(2) * ldx + k]);
-  }
-  const auto w = random_vector(std::size_t(s.out) * s.in, seed + 1);
-  const auto b = random_vector(std::size_t(s.out), seed + 2);
-  const auto y0 = random_vector(std::size_t(s.rows) * ldy, seed + 3);
-  std::vector<float> xr = x, wr = w;
-  if constexpr (P == Precision::Bf16) {
-    for (auto& v : xr) v = bf16_round(v);
-    for (auto& v : wr) v = bf16_round(v);
-  } else {
-    xr = dequantised_rows(x, s.rows, ldx, s.in);
-    wr = dequantised_weights(w, s.out, s.in);
-  }
-  Ref::LinearWeights rw;
-  Ref::prepare_linear(wr.data(), with_bias ? b.data() : nullptr, s.out, s.in, rw);
-  typename S::LinearWeights sw;
-  S::prepare_linear(w.data(), with_bias ? b.data() : nullptr, s.out, s.in, sw);
-  auto want = y0, got = y0;
-  Ref::linear(xr.data(), s.rows, ldx, rw, want.data(), ldy, e);
-  S::linear(x.data(), s.rows, ldx, sw, got.data(), ldy, e);
-  std::ostringstream what;
-  what << arch_name<Arch>() << " " << lemevit::precision_name(P) << " (" << S::gemm_path()
-       << ") linear rows " << s.rows << " in " << s.in << " out " << s.out << " "
-       << epilogue_name(e) << (with_bias ? " bias" : " no bias") << " ldx " << ldx << " ldy " << ldy;
-  require_close(got, want, 1e-5, what.str());
-  for (int r = 0; r < s.rows; ++r)
-    for (int c = s.out; c < ldy; ++c)
-      REQUIRE(got[std::size_t(r) * ldy + c] == y0[std::size_t(r) * ldy + c]);
-}
 
 TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quantised operands",
                    "[simd][linear][lowp]", LEMEVIT_TEST_ARCHS) {
@@ -441,8 +417,8 @@ TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quant
   for (const auto& s : shapes) {
     const Epilogue e = seed % 3 == 0 ? Epilogue::Store
                                      : (seed % 3 == 1 ? Epilogue::Gelu : Epilogue::Accumulate);
-    check_lowp_linear<TestType, Precision::Bf16>(s, e, true, 0, 0, seed);
-    check_lowp_linear<TestType, Precision::Int8>(s, e, true, 0, 0, seed);
+    check_linear<TestType, Precision::Bf16>(s, e, true, 0, 0, seed);
+    check_linear<TestType, Precision::Int8>(s, e, true, 0, 0, seed);
     seed += 7;
   }
   const int rows[] = {1, 4, 6, 13, 25};
@@ -453,9 +429,9 @@ TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quant
       for (int out : outs)
         for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
           const float x_scale = seed % 4 == 0 ? 1e3f : 1.0f;
-          check_lowp_linear<TestType, Precision::Bf16>({r, in, out}, e, seed % 2 == 0, int(seed % 3),
+          check_linear<TestType, Precision::Bf16>({r, in, out}, e, seed % 2 == 0, int(seed % 3),
                                                        int(seed % 5), seed, x_scale);
-          check_lowp_linear<TestType, Precision::Int8>({r, in, out}, e, seed % 2 == 0, int(seed % 3),
+          check_linear<TestType, Precision::Int8>({r, in, out}, e, seed % 2 == 0, int(seed % 3),
                                                        int(seed % 5), seed, x_scale);
           ++seed;
         }
