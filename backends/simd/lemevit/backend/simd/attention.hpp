@@ -10,7 +10,8 @@
 //   softmax t = scale S, m' = max(m, max t), p = exp(t - m'),
 //           alpha = exp(m - m'), l = alpha l + sum p   (vectorised over queries)
 //   values  O = alpha O + P V    GEMM micro-kernel, rows queries, K = keys
-// and at the end out = O / l. The key block size depends on head_dim and the
+// and at the end out = O (1 / l), written by the last block's values step (a
+// single block, as with 16 meta keys, never touches O). The key block size depends on head_dim and the
 // instruction set only, and every step is lane-wise in the queries, so a
 // query's arithmetic is the same whatever the number of queries, their
 // position and the thread count. Tasks are split over heads and query panels,
@@ -89,14 +90,13 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
   alignas(64) float s[kAttnScoreFloats];
   alignas(64) float o[kAttnOutFloats];
   alignas(64) float vb[kAttnValueFloats];
-  alignas(64) float lsum[NQ], alpha[NQ];
+  alignas(64) float alpha[NQ], rinv[NQ];
 
   const int hd = plan.hd, hdv = plan.hdv, kb = plan.key_block, nrv = plan.value_panel;
   const int vpanels = hdv / nrv;
   const std::ptrdiff_t off = std::ptrdiff_t(h) * hd;
   // Q^T: head dims as rows, the panel's queries as columns (zero past nq).
   transpose_into(a.q + std::ptrdiff_t(q0) * a.ldq + off, a.ldq, nq, NQ, hd, qt, NQ);
-  std::fill(o, o + NQ * hdv, 0.0f);
   B m[QV], l[QV];
   for (int v = 0; v < QV; ++v) {
     m[v] = B(kNegInf);
@@ -116,16 +116,13 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
                                   });
       });
     }
-    // Online softmax, one lane per query.
+    // Online softmax, one lane per query (t = scale s is recomputed rather
+    // than stored: a multiply is cheaper than a store).
     B mx[QV];
     for (int v = 0; v < QV; ++v) mx[v] = vneginf;
     for (int j = 0; j < kc; ++j)
-      for (int v = 0; v < QV; ++v) {
-        float* sp = s + j * NQ + v * L;
-        const B t = B::load_aligned(sp) * vscale;
-        t.store_aligned(sp);
-        mx[v] = xsimd::max(mx[v], t);
-      }
+      for (int v = 0; v < QV; ++v)
+        mx[v] = xsimd::max(mx[v], B::load_aligned(s + j * NQ + v * L) * vscale);
     B sum[QV];
     for (int v = 0; v < QV; ++v) {
       const B m_new = xsimd::max(m[v], mx[v]);
@@ -137,11 +134,16 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
     for (int j = 0; j < kc; ++j)
       for (int v = 0; v < QV; ++v) {
         float* sp = s + j * NQ + v * L;
-        const B p = softmax_exp<Arch>(B::load_aligned(sp) - m[v]);
+        const B p = softmax_exp<Arch>(B::load_aligned(sp) * vscale - m[v]);
         p.store_aligned(sp);
         sum[v] = sum[v] + p;
       }
     for (int v = 0; v < QV; ++v) l[v] = fmadd<Arch>(l[v], B::load_aligned(alpha + v * L), sum[v]);
+    // The first block starts O (alpha is 0 there); the last one scales by
+    // 1 / l, final now, and writes the output.
+    const bool first = j0 == 0, last = j0 + kc >= a.keys;
+    if (last)
+      for (int v = 0; v < QV; ++v) (B(1.0f) / l[v]).store_aligned(rinv + v * L);
     // Values: V rows in place, or padded to whole panels.
     const float* vrows = a.v + std::ptrdiff_t(j0) * a.ldv + off;
     std::ptrdiff_t ldv = a.ldv;
@@ -159,8 +161,14 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
         constexpr int M = decltype(mc)::value;
         for (int pp = 0; pp < vpanels; ++pp) {
           auto epi = [&](int r, int v, B acc) {
-            float* op = o + (qr + r) * hdv + pp * nrv + v * L;
-            fmadd<Arch>(B::load_aligned(op), B(alpha[qr + r]), acc).store_aligned(op);
+            const int d = pp * nrv + v * L;
+            float* op = o + (qr + r) * hdv + d;
+            if (!first) acc = fmadd<Arch>(B::load_aligned(op), B(alpha[qr + r]), acc);
+            if (!last)
+              acc.store_aligned(op);
+            else if (d < hd)
+              store_n<Arch>(a.out + std::ptrdiff_t(q0 + qr + r) * a.ldo + off + d, hd - d,
+                            acc * B(rinv[qr + r]));
           };
           // P^T as A: element (query r, key j) at s[j * NQ + r].
           if (plan.value_vectors == 1)
@@ -171,13 +179,6 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
         }
       });
     }
-  }
-  for (int v = 0; v < QV; ++v) l[v].store_aligned(lsum + v * L);
-  for (int i = 0; i < nq; ++i) {
-    float* dst = a.out + std::ptrdiff_t(q0 + i) * a.ldo + off;
-    const B vl(lsum[i]);
-    for (int d = 0; d < hd; d += L)
-      store_n<Arch>(dst + d, hd - d, B::load_aligned(o + i * hdv + d) / vl);
   }
 }
 
@@ -242,12 +243,14 @@ inline void attention(const AttentionArgs& a) {
     for (int t = 0; t < tasks; ++t) attention_query<Arch>(a, t / a.queries, t % a.queries);
     return;
   }
-  // Query panels of NV vectors, or of one vector when that is needed to give
-  // every thread work. A query's arithmetic is lane-wise, so the panel width
-  // does not change any result.
+  // Query panels of NV vectors, or of one vector when the queries fit one
+  // (16 meta queries: no scores and exps for empty lanes) or when that is
+  // needed to give every thread work. A query's arithmetic is lane-wise, so
+  // the panel width does not change any result.
   constexpr int L = Plan::L, NV = Plan::NV;
   const int want = 2 * max_threads();
-  const bool narrow = NV > 1 && a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want;
+  const bool narrow =
+      NV > 1 && (a.queries <= L || a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want);
   const int nq = narrow ? L : NV * L;
   const int panels = (a.queries + nq - 1) / nq;
   const int tasks = a.heads * panels;
