@@ -1,10 +1,8 @@
 // lemevit classify: images in, class names and probabilities out.
 #include <algorithm>
-#include <cmath>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <numeric>
 #include <sstream>
 
 #include "common.hpp"
@@ -24,15 +22,6 @@ constexpr const char* kHelp =
     "  --batch    images per forward pass (default 16)\n"
     "  --json     also write the results as JSON to FILE, or to stdout with '-'\n";
 
-// Softmax in double: probabilities that sum to 1 to print precision.
-std::vector<double> softmax(const float* logits, int n) {
-  std::vector<double> p(logits, logits + n);
-  const double mx = *std::max_element(p.begin(), p.end());
-  double sum = 0;
-  for (auto& v : p) sum += (v = std::exp(v - mx));
-  for (auto& v : p) v /= sum;
-  return p;
-}
 }  // namespace
 
 int classify(int argc, char** argv) {
@@ -74,18 +63,15 @@ int classify(int argc, char** argv) {
     if (ok.empty()) continue;
     model->forward(batch_in.data(), int(ok.size()), logits.data());
     for (std::size_t b = 0; b < ok.size(); ++b) {
-      const auto p = softmax(logits.data() + b * model->num_classes(), model->num_classes());
-      std::vector<int> order(p.size());
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int c) { return p[a] > p[c]; });
+      const auto top = top_classes(logits.data() + b * model->num_classes(), model->num_classes(), k);
       std::cout << ok[b] << ":";
       json << (first_json ? "" : ", ") << "{\"path\": " << lemevit::json::quote(ok[b]) << ", \"top\": [";
       first_json = false;
-      for (int j = 0; j < k; ++j) {
-        const int c = order[j];
-        std::cout << (j ? "," : "") << " " << names[c] << " " << std::fixed << std::setprecision(3) << p[c];
+      for (std::size_t j = 0; j < top.size(); ++j) {
+        const auto [c, p] = top[j];
+        std::cout << (j ? "," : "") << " " << names[c] << " " << std::fixed << std::setprecision(3) << p;
         json << (j ? ", " : "") << "{\"class\": " << c << ", \"name\": " << lemevit::json::quote(names[c])
-             << ", \"probability\": " << std::setprecision(6) << p[c] << "}";
+             << ", \"probability\": " << std::setprecision(6) << p << "}";
       }
       std::cout << "\n";
       json << "]}";

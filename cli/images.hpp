@@ -10,6 +10,7 @@
 #include <lemevit/io/json.hpp>
 
 #include "args.hpp"
+#include "frontend.hpp"
 
 namespace cli {
 
@@ -33,26 +34,6 @@ inline std::string weights_path(const Args& args) {
   if (args.has("--weights")) return args.get("--weights");
   if (const char* env = std::getenv("LEMEVIT_WEIGHTS"); env && *env) return env;
   return LEMEVIT_DEFAULT_WEIGHTS;
-}
-
-// Class names from lemevit.class_names; empty when the file has none (or
-// not one per class).
-inline std::vector<std::string> metadata_class_names(const lemevit::AnyModel& m) {
-  std::vector<std::string> names;
-  if (!m.info().class_names.empty()) {
-    const auto v = lemevit::json::parse(m.info().class_names);
-    if (v.type == lemevit::json::Value::Type::Array)
-      for (const auto& n : v.array) names.push_back(n.type == lemevit::json::Value::Type::String ? n.string : "?");
-  }
-  if (int(names.size()) != m.num_classes()) names.clear();
-  return names;
-}
-
-// Class names from lemevit.class_names, or "class <i>".
-inline std::vector<std::string> class_names(const lemevit::AnyModel& m) {
-  std::vector<std::string> names = metadata_class_names(m);
-  for (int i = int(names.size()); i < m.num_classes(); ++i) names.push_back("class " + std::to_string(i));
-  return names;
 }
 
 inline std::array<float, 3> parse_triple(const Args& args, const std::string& flag) {
@@ -95,42 +76,22 @@ inline int parse_index(const Args& args, const std::string& flag, const std::str
   args.fail(flag + ": '" + text + "' is not a non-negative integer");
 }
 
-// Preprocessing: the metadata's pipeline (or the seed user's at the model's
-// size when the file has none), then any flags on top.
+// Preprocessing: the model's default, then the flags (see make_preprocess).
 inline lemevit::image::Preprocess preprocessing(const Args& args, const lemevit::AnyModel& m) {
-  using lemevit::image::Preprocess;
-  Preprocess p;
-  const int size = m.height();
-  if (args.has("--preset")) {
-    const std::string s = args.get("--preset");
-    if (s == "seed") p = Preprocess::seed_user(size);
-    else if (s == "timm") p = Preprocess::timm_eval(size);
-    else if (s == "timm-legacy") p = Preprocess::timm_legacy(size);
-    else args.fail("--preset must be seed, timm or timm-legacy, got '" + s + "'");
-  } else if (!m.info().preprocess.empty()) {
-    p = Preprocess::from_json(m.info().preprocess, "lemevit.preprocess metadata");
-  } else {
-    p = Preprocess::seed_user(size);
-    p.resize_wh = {m.width(), m.height()};
-  }
+  PreprocessChoice c;
+  if (args.has("--preset")) c.preset = args.get("--preset");
   if (args.has("--resize")) {
     const std::string v = args.get("--resize");
     const auto x = v.find('x');
     if (x == std::string::npos) args.fail("--resize must be WxH, got '" + v + "'");
-    p.resize_wh = {parse_positive(args, "--resize", v.substr(0, x)), parse_positive(args, "--resize", v.substr(x + 1))};
-    p.resize_short = 0;
-    p.crop = 0;
+    c.resize = {parse_positive(args, "--resize", v.substr(0, x)), parse_positive(args, "--resize", v.substr(x + 1))};
   }
-  if (args.has("--resize-short")) {
-    p.resize_short = parse_positive(args, "--resize-short", args.get("--resize-short"));
-    p.resize_wh.reset();
-  }
-  if (args.has("--crop")) p.crop = parse_positive(args, "--crop", args.get("--crop"));
-  if (args.has("--interp")) p.interp = lemevit::image::detail::parse_interp(args.get("--interp"), "--interp");
-  if (args.has("--mean")) p.mean = parse_triple(args, "--mean");
-  if (args.has("--std")) p.std = parse_triple(args, "--std");
-  p.validate("preprocessing");
-  return p;
+  if (args.has("--resize-short")) c.resize_short = parse_positive(args, "--resize-short", args.get("--resize-short"));
+  if (args.has("--crop")) c.crop = parse_positive(args, "--crop", args.get("--crop"));
+  if (args.has("--interp")) c.interp = args.get("--interp");
+  if (args.has("--mean")) c.mean = parse_triple(args, "--mean");
+  if (args.has("--std")) c.std = parse_triple(args, "--std");
+  return make_preprocess(c, m, "--");
 }
 
 }  // namespace cli

@@ -46,6 +46,14 @@ class AnyModel {
   virtual void forward(const float* input, int batch, float* logits, Profile& profile) = 0;
   // Stage maps, NCHW, one pointer per stage (null: not wanted).
   virtual void features(const float* input, int batch, std::span<float* const> out) = 0;
+
+  // The same with the caller's workspace (batch <= its capacity), so that
+  // threads can share one model, each with its own workspace.
+  virtual Workspace make_workspace(int max_batch) const = 0;
+  virtual void forward(const float* input, int batch, float* logits, Workspace& ws) const = 0;
+  virtual void features(const float* input, int batch, std::span<float* const> out, Workspace& ws) const = 0;
+  // The batch a forward pass runs at once (see Model::images_per_pass).
+  virtual int images_per_pass() const = 0;
 };
 
 template <class Net>
@@ -92,6 +100,14 @@ class ModelAdapter final : public AnyModel {
   void features(const float* input, int batch, std::span<float* const> out) override {
     net_.features(input, batch, out, workspace(batch));
   }
+  Workspace make_workspace(int max_batch) const override { return net_.make_workspace(max_batch); }
+  void forward(const float* input, int batch, float* logits, Workspace& ws) const override {
+    net_.forward(input, batch, logits, ws);
+  }
+  void features(const float* input, int batch, std::span<float* const> out, Workspace& ws) const override {
+    net_.features(input, batch, out, ws);
+  }
+  int images_per_pass() const override { return Net::images_per_pass; }
   const Net& model() const { return net_; }
 
  private:

@@ -3,17 +3,20 @@ into a temporary DESTDIR, the prefix moved elsewhere (nothing may point back at
 the install prefix or the source tree), then examples/classify_image.cpp built
 out of tree twice, with CMake's find_package(lemevit) and with pkg-config's
 lemevit.pc, and both programs run on the bundled samples: each must print the
-class of samples/labels.txt (the dataset's labels).
+class of samples/labels.txt (the dataset's labels). The Python module, when
+built, must land in a directory Debian's python3 searches and work from there.
 
 Environment: LEMEVIT_BUILD (the Meson build dir), LEMEVIT_PREFIX and
 LEMEVIT_LIBDIR (its install prefix and libdir), LEMEVIT_CXX (the C++ compiler
 command, one word a line), LEMEVIT_WORK (a scratch folder).
 """
 
+import glob
 import json
 import os
 import shutil
 import subprocess
+import sys
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -121,6 +124,21 @@ class InstalledTree(unittest.TestCase):
         exe = os.path.join(WORK, "pkgconfig_classify_image")
         sh(*([launcher] if launcher else []), cxx, OPT, *cflags, EXAMPLE, "-o", exe, *libs)
         self.check_program(exe)
+
+    def test_python_module_lands_in_debians_path(self):
+        found = glob.glob(os.path.join(self.prefix, "**", "lemevit.cpython-*.so"), recursive=True)
+        if not found:
+            self.skipTest("the Python module is not built (pybind11 not found)")
+        site = os.path.dirname(found[0])
+        clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if os.environ["LEMEVIT_PREFIX"] in ("/usr", "/usr/local"):
+            searched = sh(sys.executable, "-c", "import sys; print('\\n'.join(sys.path))", env=clean).split("\n")
+            self.assertIn(os.path.join(os.environ["LEMEVIT_PREFIX"], os.path.relpath(site, self.prefix)), searched)
+        name, label = sorted(self.labels.items())[0]
+        out = sh(sys.executable, "-c", "import lemevit, sys; print(lemevit.__file__); "
+                 "print(lemevit.load(sys.argv[1]).classify([sys.argv[2]])[0]['top'][0]['class'])",
+                 WEIGHTS, os.path.join(SAMPLES, name), env=dict(clean, PYTHONPATH=site))
+        self.assertEqual(out.split(), [found[0], str(label)])
 
 
 if __name__ == "__main__":
