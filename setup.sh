@@ -22,7 +22,7 @@ test_packages=(
   python3-torch python3-torchvision python3-pil python3-numpy libopenblas0-openmp python3-matplotlib
   dataset-fashion-mnist libopenmpi-dev openmpi-bin
   qemu-user g++-aarch64-linux-gnu
-  python3-pybind11 cmake
+  python3-pybind11 python3-dev cmake  # the Python module; CMake for the install_consumers test
   clang libclang-rt-dev  # libFuzzer targets (tools/sanitize.sh fuzz, run by .ci/run)
 )
 $test && packages+=("${test_packages[@]}")
