@@ -9,7 +9,6 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <sstream>
 
 #ifdef LEMEVIT_HAVE_MPI
 #include <mpi.h>
@@ -24,8 +23,6 @@
 namespace cli {
 
 namespace {
-namespace fs = std::filesystem;
-
 constexpr const char* kHelp =
     "usage: lemevit evaluate [--weights W.safetensors] --data DIR [preprocessing flags]\n"
     "                        [--class-map auto|names|sorted] [--batch B] [--threads T]\n"
@@ -123,59 +120,24 @@ int evaluate(int argc, char** argv) {
   std::vector<int> predicted(samples.size(), -1);
   std::vector<std::size_t> mine;
   for (std::size_t i = world.rank; i < samples.size(); i += world.size) mine.push_back(i);
-  const std::size_t image = std::size_t(model->channels()) * model->height() * model->width();
-  std::vector<float> input(image * max_batch), logits(std::size_t(max_batch) * k);
   const bool show = world.rank == 0 && isatty(STDERR_FILENO);
   const auto t0 = std::chrono::steady_clock::now();
-  for (std::size_t start = 0; start < mine.size(); start += max_batch) {
-    const int n = int(std::min<std::size_t>(max_batch, mine.size() - start));
-    std::vector<std::string> errors(n);
-#pragma omp parallel for schedule(dynamic)
-    for (int b = 0; b < n; ++b) {
-      try {
-        lemevit::image::to_tensor(lemevit::image::load_image((fs::path(root) / samples[mine[start + b]].path).string()),
-                                  pp, input.data() + b * image, model->height(), model->width());
-      } catch (const std::exception& e) {
-        errors[b] = e.what();
-      }
-    }
-    // Unreadable images are compacted away before the forward pass.
-    std::vector<int> slot;
-    for (int b = 0; b < n; ++b) {
-      if (errors[b].empty()) {
-        if (int(slot.size()) != b)
-          std::copy_n(input.data() + b * image, image, input.data() + slot.size() * image);
-        slot.push_back(b);
-        continue;
-      }
-      if (strict) throw lemevit::Error(errors[b]);
-      if (show) std::cerr << "\n";
-      std::cerr << "skipped: " << errors[b] << "\n";
-      predicted[mine[start + b]] = -2;
-    }
-    if (!slot.empty()) model->forward(input.data(), int(slot.size()), logits.data());
-    for (std::size_t j = 0; j < slot.size(); ++j) {
-      const float* l = logits.data() + j * k;
-      predicted[mine[start + slot[j]]] = int(std::max_element(l, l + k) - l);
-    }
-    if (show)
-      progress(start + n, mine.size(),
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
+  predict_images(
+      *model, root, samples, mine, pp, max_batch, strict, predicted,
+      [&](const float* x, int n, float* logits) { model->forward(x, n, logits); },
+      [&](const std::string& error) { std::cerr << (show ? "\n" : "") << "skipped: " << error << "\n"; },
+      [&](std::size_t done) {
+        if (show)
+          progress(done, mine.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      });
   if (show) std::cerr << "\n";
   world.gather_max(predicted);
   if (world.rank != 0) return 0;
 
-  std::vector<int> labels;
-  for (const auto& s : samples) labels.push_back(s.label);
   const auto classes = folder.classes();
-  long evaluated = 0;
-  for (int p : predicted) evaluated += p >= 0;
-  if (evaluated == 0) throw lemevit::Error(root + ": no readable images");
-  const auto m = ev::score(labels, predicted, k, classes);
+  const auto m = score_folder(root, folder, predicted, k);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<std::string> folder_of(static_cast<std::size_t>(k));
-  for (std::size_t f = 0; f < folder.folders.size(); ++f) folder_of[std::size_t(folder.folder_class[f])] = folder.folders[f];
+  const auto folder_of = folder_of_class(folder, k);
 
   std::ostream& out = args.get("--json") == "-" ? std::cerr : std::cout;
   out << "images: " << m.images << " evaluated, " << (long(samples.size()) - m.images) << " skipped, "
@@ -208,46 +170,10 @@ int evaluate(int argc, char** argv) {
   }
 
   if (args.has("--json")) {
-    using lemevit::json::quote;
-    std::ostringstream j;
-    j << std::setprecision(8) << "{\"accuracy\": " << m.accuracy << ", \"macro_precision\": " << m.macro_precision
-      << ", \"macro_recall\": " << m.macro_recall << ", \"macro_f1\": " << m.macro_f1 << ", \"images\": " << m.images
-      << ", \"skipped\": " << (long(samples.size()) - m.images) << ", \"ranks\": " << world.size
-      << ", \"class_map\": \"" << (folder.by_name ? "names" : "sorted") << "\", \"classes\": [";
-    for (std::size_t i = 0; i < m.per_class.size(); ++i) {
-      const auto& s = m.per_class[i];
-      j << (i ? ", " : "") << "{\"index\": " << s.index << ", \"folder\": " << quote(folder_of[std::size_t(s.index)])
-        << ", \"name\": " << quote(names[std::size_t(s.index)]) << ", \"precision\": " << s.precision
-        << ", \"recall\": " << s.recall << ", \"f1\": " << s.f1 << ", \"support\": " << s.support << "}";
-    }
-    j << "], \"confusion\": [";
-    for (int r = 0; r < k; ++r) {
-      j << (r ? ", " : "") << "[";
-      for (int c = 0; c < k; ++c) j << (c ? ", " : "") << m.confusion[std::size_t(r)][std::size_t(c)];
-      j << "]";
-    }
-    j << "], \"predictions\": [";
-    bool first = true;
-    for (std::size_t i = 0; i < samples.size(); ++i) {
-      if (predicted[i] < 0) continue;
-      j << (first ? "" : ", ") << "{\"path\": " << quote(samples[i].path) << ", \"predicted\": " << predicted[i]
-        << ", \"predicted_name\": " << quote(names[std::size_t(predicted[i])]) << ", \"label\": " << samples[i].label
-        << ", \"label_name\": " << quote(names[std::size_t(samples[i].label)]) << "}";
-      first = false;
-    }
-    j << "], \"unreadable\": [";
-    first = true;
-    for (std::size_t i = 0; i < samples.size(); ++i)
-      if (predicted[i] == -2) {
-        j << (first ? "" : ", ") << quote(samples[i].path);
-        first = false;
-      }
-    j << "], \"warnings\": [";
-    for (std::size_t i = 0; i < folder.warnings.size(); ++i) j << (i ? ", " : "") << quote(folder.warnings[i]);
-    j << "]}\n";
+    const std::string json = evaluation_json(folder, predicted, m, names, world.size);
     const std::string target = args.get("--json");
-    if (target == "-") std::cout << j.str();
-    else if (!(std::ofstream(target) << j.str())) throw lemevit::Error(target + ": cannot write the JSON result");
+    if (target == "-") std::cout << json;
+    else if (!(std::ofstream(target) << json)) throw lemevit::Error(target + ": cannot write the JSON result");
   }
   return 0;
 }

@@ -1,17 +1,23 @@
 #pragma once
 // What the `lemevit` tool and the Python module share beyond the models:
-// preprocessing chosen by preset and overrides, class names, top-K classes.
-// Flag parsing stays in the tool (images.hpp); values arrive here parsed.
+// preprocessing chosen by preset and overrides, class names, top-K classes,
+// the evaluation loop and its JSON result. Flag parsing stays in the tool
+// (images.hpp); values arrive here parsed.
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <filesystem>
+#include <iomanip>
 #include <numeric>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <lemevit/any_model.hpp>
+#include <lemevit/evaluation.hpp>
+#include <lemevit/image/image.hpp>
 #include <lemevit/image/preprocess.hpp>
 #include <lemevit/io/json.hpp>
 
@@ -104,6 +110,120 @@ inline std::vector<std::pair<int, double>> top_classes(const float* logits, int 
   std::vector<std::pair<int, double>> top;
   for (int j = 0; j < k; ++j) top.emplace_back(order[j], p[order[j]]);
   return top;
+}
+
+// Predicts the class of samples[i] for each i in `indices` (of an ImageFolder
+// under `root`) into predicted[i], `max_batch` images at a time, each batch
+// decoded in parallel; an unreadable image becomes -2 and is passed to
+// skipped(message) (an error under `strict`). forward(input, n, logits) runs
+// the model; done(count) follows each batch.
+template <class Forward, class Skipped, class Done>
+void predict_images(const lemevit::AnyModel& m, const std::string& root,
+                    const std::vector<lemevit::evaluation::Sample>& samples, const std::vector<std::size_t>& indices,
+                    const lemevit::image::Preprocess& pp, int max_batch, bool strict, std::vector<int>& predicted,
+                    Forward&& forward, Skipped&& skipped, Done&& done) {
+  const std::size_t image = std::size_t(m.channels()) * m.height() * m.width();
+  const int k = m.num_classes();
+  std::vector<float> input(image * std::size_t(max_batch)), logits(std::size_t(max_batch) * k);
+  for (std::size_t start = 0; start < indices.size(); start += std::size_t(max_batch)) {
+    const int n = int(std::min<std::size_t>(std::size_t(max_batch), indices.size() - start));
+    std::vector<std::string> errors(static_cast<std::size_t>(n));
+#pragma omp parallel for schedule(dynamic)
+    for (int b = 0; b < n; ++b) {
+      try {
+        const auto path = std::filesystem::path(root) / samples[indices[start + std::size_t(b)]].path;
+        lemevit::image::to_tensor(lemevit::image::load_image(path.string()), pp, input.data() + std::size_t(b) * image,
+                                  m.height(), m.width());
+      } catch (const std::exception& e) {
+        errors[std::size_t(b)] = e.what();
+      }
+    }
+    // Unreadable images are compacted away before the forward pass.
+    std::vector<int> slot;
+    for (int b = 0; b < n; ++b) {
+      if (errors[std::size_t(b)].empty()) {
+        if (int(slot.size()) != b)
+          std::copy_n(input.data() + std::size_t(b) * image, image, input.data() + slot.size() * image);
+        slot.push_back(b);
+        continue;
+      }
+      if (strict) throw lemevit::Error(errors[std::size_t(b)]);
+      skipped(errors[std::size_t(b)]);
+      predicted[indices[start + std::size_t(b)]] = -2;
+    }
+    if (!slot.empty()) forward(input.data(), int(slot.size()), logits.data());
+    for (std::size_t j = 0; j < slot.size(); ++j) {
+      const float* l = logits.data() + j * std::size_t(k);
+      predicted[indices[start + std::size_t(slot[j])]] = int(std::max_element(l, l + k) - l);
+    }
+    done(start + std::size_t(n));
+  }
+}
+
+// The metrics of an evaluation over the classes its folders hold; predicted[i]
+// < 0 marks an image that was not evaluated.
+inline lemevit::evaluation::Metrics score_folder(const std::string& root, const lemevit::evaluation::ImageFolder& folder,
+                                                 const std::vector<int>& predicted, int k) {
+  if (std::none_of(predicted.begin(), predicted.end(), [](int p) { return p >= 0; }))
+    throw lemevit::Error(root + ": no readable images");
+  std::vector<int> labels;
+  for (const auto& s : folder.samples) labels.push_back(s.label);
+  return lemevit::evaluation::score(labels, predicted, k, folder.classes());
+}
+
+// The folder holding each of the k classes ("" for classes without one).
+inline std::vector<std::string> folder_of_class(const lemevit::evaluation::ImageFolder& folder, int k) {
+  std::vector<std::string> of(static_cast<std::size_t>(k));
+  for (std::size_t f = 0; f < folder.folders.size(); ++f) of[std::size_t(folder.folder_class[f])] = folder.folders[f];
+  return of;
+}
+
+// `lemevit evaluate --json`: metrics, per-class scores, confusion matrix,
+// per-image predictions, unreadable images and warnings.
+inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folder, const std::vector<int>& predicted,
+                                   const lemevit::evaluation::Metrics& m, const std::vector<std::string>& names,
+                                   int ranks) {
+  using lemevit::json::quote;
+  const int k = int(names.size());
+  const auto& samples = folder.samples;
+  const auto folder_of = folder_of_class(folder, k);
+  std::ostringstream j;
+  j << std::setprecision(8) << "{\"accuracy\": " << m.accuracy << ", \"macro_precision\": " << m.macro_precision
+    << ", \"macro_recall\": " << m.macro_recall << ", \"macro_f1\": " << m.macro_f1 << ", \"images\": " << m.images
+    << ", \"skipped\": " << (long(samples.size()) - m.images) << ", \"ranks\": " << ranks
+    << ", \"class_map\": \"" << (folder.by_name ? "names" : "sorted") << "\", \"classes\": [";
+  for (std::size_t i = 0; i < m.per_class.size(); ++i) {
+    const auto& s = m.per_class[i];
+    j << (i ? ", " : "") << "{\"index\": " << s.index << ", \"folder\": " << quote(folder_of[std::size_t(s.index)])
+      << ", \"name\": " << quote(names[std::size_t(s.index)]) << ", \"precision\": " << s.precision
+      << ", \"recall\": " << s.recall << ", \"f1\": " << s.f1 << ", \"support\": " << s.support << "}";
+  }
+  j << "], \"confusion\": [";
+  for (int r = 0; r < k; ++r) {
+    j << (r ? ", " : "") << "[";
+    for (int c = 0; c < k; ++c) j << (c ? ", " : "") << m.confusion[std::size_t(r)][std::size_t(c)];
+    j << "]";
+  }
+  j << "], \"predictions\": [";
+  bool first = true;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    if (predicted[i] < 0) continue;
+    j << (first ? "" : ", ") << "{\"path\": " << quote(samples[i].path) << ", \"predicted\": " << predicted[i]
+      << ", \"predicted_name\": " << quote(names[std::size_t(predicted[i])]) << ", \"label\": " << samples[i].label
+      << ", \"label_name\": " << quote(names[std::size_t(samples[i].label)]) << "}";
+    first = false;
+  }
+  j << "], \"unreadable\": [";
+  first = true;
+  for (std::size_t i = 0; i < samples.size(); ++i)
+    if (predicted[i] == -2) {
+      j << (first ? "" : ", ") << quote(samples[i].path);
+      first = false;
+    }
+  j << "], \"warnings\": [";
+  for (std::size_t i = 0; i < folder.warnings.size(); ++i) j << (i ? ", " : "") << quote(folder.warnings[i]);
+  j << "]}\n";
+  return j.str();
 }
 
 }  // namespace cli

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <vector>
@@ -196,6 +197,36 @@ class Model {
     return result;
   }
 
+  // `lemevit evaluate --json` over an ImageFolder tree, as a dict.
+  py::object evaluate(const std::filesystem::path& root, int batch, bool strict, const std::string& class_map,
+                      const cli::PreprocessChoice& choice) {
+    namespace ev = lemevit::evaluation;
+    if (batch < 1) throw Error("batch must be at least 1, got " + std::to_string(batch));
+    const auto map = ev::parse_class_map(class_map, "class_map");
+    const auto pp = cli::make_preprocess(choice, *m_, "");
+    const std::string dir = root.string();
+    std::string json;
+    {
+      py::gil_scoped_release unlocked;
+      ThreadScope threads(threads_);
+      const int k = m_->num_classes();
+      const auto folder = ev::scan_image_folder(dir, cli::metadata_class_names(*m_), k, map);
+      std::vector<int> predicted(folder.samples.size(), -1);
+      std::vector<std::size_t> all(folder.samples.size());
+      std::iota(all.begin(), all.end(), std::size_t(0));
+      cli::predict_images(
+          *m_, dir, folder.samples, all, pp, batch, strict, predicted,
+          [&](const float* x, int n, float* logits) {
+            in_passes(n, [&](int b0, int b, lemevit::Workspace& ws) {
+              m_->forward(x + b0 * image_floats(), b, logits + std::size_t(b0) * k, ws);
+            });
+          },
+          [](const std::string&) {}, [](std::size_t) {});  // unreadable images are listed in the result
+      json = cli::evaluation_json(folder, predicted, cli::score_folder(dir, folder, predicted, k), names_, 1);
+    }
+    return py::module_::import("json").attr("loads")(json);
+  }
+
  private:
   std::unique_ptr<lemevit::AnyModel> m_;
   std::optional<int> threads_;
@@ -318,6 +349,24 @@ PYBIND11_MODULE(lemevit, mod) {
           "{'path', 'top': [{'class', 'name', 'probability'}, ...]}. Preprocessing as the\n"
           "tool's flags: preset ('seed', 'timm', 'timm-legacy'), resize=(width, height),\n"
           "resize_short, crop, interp ('bilinear', 'bicubic'), mean, std.")
+      .def(
+          "evaluate",
+          [](Model& m, const std::filesystem::path& data_dir, int batch, bool strict, const std::string& class_map,
+             std::optional<std::string> preset, std::optional<std::pair<int, int>> resize,
+             std::optional<int> resize_short, std::optional<int> crop, std::optional<std::string> interp,
+             std::optional<std::array<float, 3>> mean, std::optional<std::array<float, 3>> std) {
+            return m.evaluate(data_dir, batch, strict, class_map,
+                              {preset, resize, resize_short, crop, interp, mean, std});
+          },
+          py::arg("data_dir"), py::arg("batch") = 32, py::arg("strict") = false, py::arg("class_map") = "auto",
+          py::kw_only(), py::arg("preset") = py::none(), py::arg("resize") = py::none(),
+          py::arg("resize_short") = py::none(), py::arg("crop") = py::none(), py::arg("interp") = py::none(),
+          py::arg("mean") = py::none(), py::arg("std") = py::none(),
+          "Evaluates over an ImageFolder tree (data_dir/<class>/.../<image>) as `lemevit evaluate\n"
+          "--json`: a dict with accuracy, macro_precision, macro_recall, macro_f1, classes\n"
+          "(per-class scores), confusion, predictions ({'path', 'predicted', 'label', ...}),\n"
+          "unreadable, warnings. class_map: 'auto', 'names' or 'sorted' (--class-map); strict:\n"
+          "an unreadable image is an error instead of being skipped; preprocessing as classify.")
       .def_property_readonly("classes", &Model::classes, "Class names (from the weights' metadata).")
       .def_property_readonly("info", &Model::info, "Architecture, input shape and default preprocessing.")
       .def("__repr__", &Model::repr);

@@ -19,6 +19,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import export_imagefolder  # noqa: E402
+import seed_workflow  # noqa: E402
 
 BIN = os.environ.get("LEMEVIT_BIN", "")
 FIXTURES = os.environ.get("LEMEVIT_FIXTURES", "")
@@ -229,6 +230,67 @@ class Module(unittest.TestCase):
     def test_threads_argument_gives_the_same_logits(self):
         one = lemevit.load(fixture("tiny_224.safetensors"), threads=1)
         np.testing.assert_array_equal(one(self.x), self.tiny(self.x))
+
+
+class SeedWorkflow(unittest.TestCase):
+    """The seed article's evaluation: a small_v2-shaped model with a 4-class
+    head on an ImageFolder, against the seed user's PyTorch loop with the
+    metrics computed in NumPy, and against `lemevit evaluate`."""
+
+    @classmethod
+    def setUpClass(cls):
+        if lemevit is None or not BIN:
+            raise unittest.SkipTest("run through `meson test` (PYTHONPATH=build/python, LEMEVIT_BIN)")
+        cls.dir = os.path.join(WORK, "seed")
+        cls.weights = os.path.join(cls.dir, "seed.safetensors")
+        cls.data = os.path.join(cls.dir, "data")
+        if not os.path.exists(cls.weights):
+            seed_workflow.make(cls.dir, per_class=8)
+        cls.torch = seed_workflow.torch_evaluate(
+            cls.data, seed_workflow.load_checkpoint(os.path.join(cls.dir, "seed.pth.tar")))
+        cls.model = lemevit.load(cls.weights)
+
+    def test_evaluate_matches_pytorch_and_numpy_metrics(self):
+        logits = self.torch["logits"]
+        # The premise: no near-tie that float rounding could flip.
+        top2 = np.sort(logits, 1)[:, -2:]
+        self.assertGreater(float((top2[:, 1] - top2[:, 0]).min()), 1e-3 * float(np.abs(logits).max()))
+        got = self.model.evaluate(self.data, preset="seed")
+        want_paths = [os.path.relpath(p, self.data) for p, _ in self.torch["samples"]]
+        self.assertEqual([p["path"] for p in got["predictions"]], want_paths)
+        self.assertEqual([p["label"] for p in got["predictions"]], [c for _, c in self.torch["samples"]])
+        self.assertEqual([p["predicted"] for p in got["predictions"]], logits.argmax(1).tolist())
+        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+            self.assertAlmostEqual(got[key], self.torch[key], places=6, msg=key)
+        self.assertEqual(got["confusion"], self.torch["confusion"])
+        # A test that could fail: mistakes are made, and not all in one class.
+        self.assertTrue(0.5 < got["accuracy"] < 1.0, got["accuracy"])
+        self.assertGreater(len({p["predicted"] for p in got["predictions"]}), 2)
+
+    def test_evaluate_equals_the_tool(self):
+        got = self.model.evaluate(self.data, batch=5, preset="seed")
+        tool = json.loads(run_cli("evaluate", "--weights", self.weights, "--data", self.data, "--preset", "seed",
+                                  "--json", "-"))
+        self.assertEqual(got, tool)
+
+    def test_unreadable_images_strict_and_bad_options(self):
+        data = os.path.join(WORK, "broken-folder")
+        if not os.path.isdir(data):
+            export_imagefolder.export(data, limit=20)
+            with open(os.path.join(data, "03_dress", "broken.png"), "wb") as f:
+                f.write(b"not an image")
+        bundled = lemevit.load(BUNDLED)
+        got = bundled.evaluate(data)
+        self.assertEqual(got["unreadable"], ["03_dress/broken.png"])
+        self.assertEqual(got["images"], 20)
+        tool = json.loads(run_cli("evaluate", "--data", data, "--json", "-"))
+        self.assertEqual(got, tool)
+        with self.assertRaisesRegex(lemevit.Error, "broken.png"):
+            bundled.evaluate(data, strict=True)
+        with self.assertRaisesRegex(lemevit.Error, "class_map must be auto, names or sorted, got 'alphabetical'"):
+            bundled.evaluate(data, class_map="alphabetical")
+        with self.assertRaisesRegex(lemevit.Error, "not a directory"):
+            bundled.evaluate(os.path.join(WORK, "no-such-folder"))
 
 
 def float32s(values):
