@@ -51,7 +51,9 @@ configured=false
 [ -f build/meson-private/coredata.dat ] && configured=true
 if $test; then
   if $configured; then
-    meson setup --reconfigure build -Dtests=true -Dbench=auto
+    # default_options reach only a new build folder: pass the ones a folder made
+    # by an older checkout lacks (relocatable lemevit.pc, see meson.build)
+    meson setup --reconfigure build -Dtests=true -Dbench=auto -Dpkgconfig.relocatable=true
   else
     meson setup build
   fi
