@@ -33,7 +33,7 @@ void BM_Backbone(benchmark::State& state) {
     net.features(x.data(), 1, out, ws);
     benchmark::DoNotOptimize(out.back()[0]);
   }
-  bench::count_flops(state, Net::flops - 2.0 * Net::last_dim * 1000);  // no classifier head
+  bench::count_flops(state, lemevit::flops_per_image(A, Side, Side, 3, /*classes*/ 0));  // no classifier head
   state.counters["ms/image"] = benchmark::Counter(
       1.0 / 1000.0, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   state.counters["pixels"] = double(Side) * Side;

@@ -83,8 +83,8 @@ class ModelAdapter final : public AnyModel {
   int width() const override { return Net::width; }
   int channels() const override { return Net::channels; }
   std::size_t activation_bytes_per_image() const override { return Net::activation_bytes_per_image; }
-  double flops_per_image() const override {  // Net::flops counts a Dynamic head as 1000 classes
-    return Net::classes == Dynamic ? Net::flops + 2.0 * Net::last_dim * (net_.num_classes() - 1000) : Net::flops;
+  double flops_per_image() const override {  // the head the file has (Net::flops counts a Dynamic one as 1000)
+    return lemevit::flops_per_image(Net::arch, Net::height, Net::width, Net::channels, net_.num_classes());
   }
   int num_stages() const override { return Net::num_stages; }
   std::array<int, 3> stage_shape(int i) const override {
