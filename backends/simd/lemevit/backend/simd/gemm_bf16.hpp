@@ -89,18 +89,24 @@ struct Bf16Avx512_12x32 {
     static_for<M>([&](auto r) { acc.v[r][0] = acc.v[r][1] = _mm512_setzero_ps(); });
   }
 
+  // The sums run in locals: vector types may alias anything, so updating
+  // acc.v in place would store every accumulator at every step wherever GCC
+  // does not inline this (as in a program with several epilogues).
   template <int M>
   static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::uint16_t* b) {
+    __m512 v[M][2];
+    static_for<M>([&](auto r) { v[r][0] = acc.v[r][0], v[r][1] = acc.v[r][1]; });
     for (int g = 0; g < groups; ++g, b += 2 * kLowpCols) {
       const __m512bh b0 = __m512bh(_mm512_loadu_si512(b)), b1 = __m512bh(_mm512_loadu_si512(b + 32));
       static_for<M>([&](auto r) {
         std::int32_t pair;
         std::memcpy(&pair, a + std::ptrdiff_t(r) * lda + 2 * g, sizeof pair);
         const __m512bh x = __m512bh(_mm512_set1_epi32(pair));
-        acc.v[r][0] = _mm512_dpbf16_ps(acc.v[r][0], x, b0);
-        acc.v[r][1] = _mm512_dpbf16_ps(acc.v[r][1], x, b1);
+        v[r][0] = _mm512_dpbf16_ps(v[r][0], x, b0);
+        v[r][1] = _mm512_dpbf16_ps(v[r][1], x, b1);
       });
     }
+    static_for<M>([&](auto r) { acc.v[r][0] = v[r][0], acc.v[r][1] = v[r][1]; });
   }
 
   template <int M, class Epi>

@@ -116,18 +116,22 @@ struct Int8Vnni512_12x32 {
     static_for<M>([&](auto r) { acc.v[r][0] = acc.v[r][1] = _mm512_setzero_si512(); });
   }
 
+  // The sums run in locals (see Bf16Avx512_12x32::accumulate).
   template <int M>
   static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+    __m512i v[M][2];
+    static_for<M>([&](auto r) { v[r][0] = acc.v[r][0], v[r][1] = acc.v[r][1]; });
     for (int g = 0; g < groups; ++g, b += 4 * kLowpCols) {
       const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
       static_for<M>([&](auto r) {
         std::int32_t quad;
         std::memcpy(&quad, a + std::ptrdiff_t(r) * lda + 4 * g, sizeof quad);
         const __m512i x = _mm512_set1_epi32(quad);
-        acc.v[r][0] = _mm512_dpbusd_epi32(acc.v[r][0], x, b0);
-        acc.v[r][1] = _mm512_dpbusd_epi32(acc.v[r][1], x, b1);
+        v[r][0] = _mm512_dpbusd_epi32(v[r][0], x, b0);
+        v[r][1] = _mm512_dpbusd_epi32(v[r][1], x, b1);
       });
     }
+    static_for<M>([&](auto r) { acc.v[r][0] = v[r][0], acc.v[r][1] = v[r][1]; });
   }
 
   template <int M, class Epi>
