@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Cross-architecture checks run by CI after the native suite:
+# Cross-architecture checks run by CI after the native suite (./setup.sh --test,
+# which leaves the golden fixtures in build/tests/fixtures; both builds here
+# reuse them):
 #  - aarch64 (NEON): cross-compile the test suite, run it under qemu-aarch64;
-#  - AVX-512: compile the suite (run it only where the CPU has AVX-512F).
+#  - the other x86 vector width: where the native build is AVX-512 (CI's
+#    machines), the AVX2 build's kernel tests run too; elsewhere the AVX-512
+#    build is compiled (run only where the CPU has AVX-512F).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+fixtures=()
+[ -f build/tests/fixtures/cases.json ] && fixtures=(-Dfixtures="$PWD/build/tests/fixtures")
+
 echo "== aarch64 / NEON under qemu =="
 [ -d build-aarch64 ] || meson setup build-aarch64 --cross-file cross/aarch64-linux-gnu.ini \
-  -Dcpu=generic -Dbench=disabled -Dcli=false -Dlibjpeg=disabled
+  -Dcpu=generic -Dbench=disabled -Dcli=false -Dlibjpeg=disabled "${fixtures[@]}"
 ninja -C build-aarch64
 meson test -C build-aarch64 --print-errorlogs --timeout-multiplier 4
 
-echo "== AVX-512 build =="
-[ -d build-avx512 ] || meson setup build-avx512 -Dcpu=avx512 -Dgolden=false -Dbench=disabled -Dcli=false
-ninja -C build-avx512
-if grep -q avx512f /proc/cpuinfo; then
-  meson test -C build-avx512 --print-errorlogs
+# The x86 build the native one is not: its SIMD kernels against the Reference
+# backend (kernels_test: fp32, bf16 and int8 at the model's and awkward shapes)
+# and the fuzz corpora.
+native_avx512=false
+echo | ${CXX:-c++} -march=native -dM -E - 2>/dev/null | grep -q __AVX512F__ && native_avx512=true
+if $native_avx512; then other=avx2; else other=avx512; fi
+echo "== $other build =="
+[ -d "build-$other" ] || meson setup "build-$other" -Dcpu="$other" -Dgolden=false -Dbench=disabled -Dcli=false
+ninja -C "build-$other" tests/kernels_test tests/fuzz_replay
+if [ "$other" = avx2 ] || grep -q avx512f /proc/cpuinfo; then
+  meson test -C "build-$other" --no-rebuild --print-errorlogs kernels fuzz_replay
 else
   echo "this CPU has no AVX-512F: compiled only"
 fi

@@ -50,13 +50,18 @@ setup() {  # setup DIR ARGS...: configure once, reconfigure when it exists
 
 run_asan() {
   say "ASan + UBSan build (build-asan): meson test"
+  # The golden fixtures of the native build when it has made them (generating
+  # them again takes minutes of PyTorch).
+  local fixtures=(-Dfixtures=)
+  [ -f build/tests/fixtures/cases.json ] && fixtures=(-Dfixtures="$root/build/tests/fixtures")
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=disabled \
-    --buildtype=debugoptimized -Db_ndebug=false
+    --buildtype=debugoptimized -Db_ndebug=false "${fixtures[@]}"
   if [ -n "${ASAN_TESTS:-}" ]; then
     # A subset (CI on 2 cores: the instrumented golden and CLI builds alone
     # take longer than the whole CI budget): build just those tests' programs
     # and their data.
-    local targets=(fixtures image_refs) t
+    local targets=(image_refs) t
+    [ "${fixtures[0]}" = "-Dfixtures=" ] && targets+=(fixtures)
     for t in $ASAN_TESTS; do
       case "$t" in
         fuzz_replay) targets+=(fuzz_replay) ;;
