@@ -159,7 +159,9 @@ BENCHMARK(BM_AttentionKernel)
     ->ArgNames({"queries", "keys", "dim", "threads"})
     ->ArgsProduct({{3136}, {16}, {64}, {1, 2}})    // D, x branch
     ->ArgsProduct({{16}, {3136}, {64}, {1, 2}})    // D / C, c branch
+    ->ArgsProduct({{784}, {16}, {128}, {1, 2}})    // D, x branch at 28x28
     ->ArgsProduct({{196}, {196}, {192}, {1, 2}})   // S at 14x14
+    ->ArgsProduct({{49}, {49}, {320}, {1, 2}})     // S at 7x7
     ->ArgsProduct({{3136}, {3136}, {96}, {1, 2}})  // S at 56x56 (vit_tiny stage 1)
     ->UseRealTime();
 

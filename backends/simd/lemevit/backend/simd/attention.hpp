@@ -11,11 +11,13 @@
 //           alpha = exp(m - m'), l = alpha l + sum p   (vectorised over queries)
 //   values  O = alpha O + P V    GEMM micro-kernel, rows queries, K = keys
 // and at the end out = O (1 / l), written by the last block's values step (a
-// single block, as with 16 meta keys, never touches O). The key block size depends on head_dim and the
-// instruction set only, and every step is lane-wise in the queries, so a
+// single block never touches O). The key block size depends on head_dim and
+// the instruction set only, and every step is lane-wise in the queries, so a
 // query's arithmetic is the same whatever the number of queries, their
 // position and the thread count. Tasks are split over heads and query panels,
-// never over keys.
+// never over keys. Up to 16 keys (dual cross attention's image tokens
+// attending to the meta tokens) take attention_few_keys instead: one block,
+// no Q^T, scores with one key per lane.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -182,6 +184,133 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
   }
 }
 
+// Few keys (the 16 meta tokens that image tokens attend to in dual cross
+// attention): a query's scores fit KV vectors, so the softmax is a single
+// block with no running maximum, and Q needs no transpose. A panel is one
+// vector of queries (lanes) of one head:
+//   scores   s[q][j] = sum_d q[d] k[j][d]   one key per lane, R queries at a
+//            time, d ascending (K^T packed once per task, Q broadcast in place)
+//   softmax  transposed to one query per lane: t = scale s, m = max_j t,
+//            p = exp(t - m), l = sum_j p    (j ascending)
+//   values   o[q][:] = (sum_j p[q][j] v[j][:]) (1 / l)   (j ascending, V in place)
+// Every step is per query, so nothing depends on the other queries of a task.
+template <class Arch>
+struct FewKeys {
+  static constexpr int L = kLanes<Arch>;
+  static constexpr int max_keys = 16;
+  static constexpr int KV = (max_keys + L - 1) / L;  // score vectors per query
+  static constexpr int W = KV * L;                    // padded keys
+  static constexpr int R = GemmTile<Arch>::wide_file && L >= 16 ? 8 : 4;  // queries at a time
+  static constexpr int max_head_dim = 128;
+  static constexpr int task_queries = 16 * L;
+  static bool applies(const AttentionArgs& a) {
+    return a.keys <= max_keys && a.head_dim <= max_head_dim && a.head_dim % L == 0;
+  }
+};
+
+// kt[d W + j] = k[j][d] for j < keys, 0 for the padding lanes.
+template <class Arch>
+inline void pack_few_keys(const AttentionArgs& a, int h, float* kt) {
+  constexpr int W = FewKeys<Arch>::W;
+  const int hd = a.head_dim;
+  std::fill(kt, kt + hd * W, 0.0f);
+  for (int j = 0; j < a.keys; ++j) {
+    const float* k = a.k + std::ptrdiff_t(j) * a.ldk + std::ptrdiff_t(h) * hd;
+    for (int d = 0; d < hd; ++d) kt[d * W + j] = k[d];
+  }
+}
+
+// Scores of queries [q0, q0 + M) of head h into s[(q - q0) W + j].
+template <class Arch, int M>
+inline void few_keys_scores(const AttentionArgs& a, const float* kt, int h, int q0, float* s) {
+  using B = Batch<Arch>;
+  constexpr int L = FewKeys<Arch>::L, KV = FewKeys<Arch>::KV, W = FewKeys<Arch>::W;
+  const int hd = a.head_dim;
+  const float* q[M];
+  static_for<M>([&](auto r) { q[r] = a.q + std::ptrdiff_t(q0 + r) * a.ldq + std::ptrdiff_t(h) * hd; });
+  B acc[M][KV];
+  static_for<M>([&](auto r) { static_for<KV>([&](auto v) { acc[r][v] = B(0.0f); }); });
+  for (int d = 0; d < hd; ++d) {
+    B kd[KV];
+    static_for<KV>([&](auto v) { kd[v] = B::load_aligned(kt + d * W + v * L); });
+    static_for<M>([&](auto r) {
+      const B qd(q[r][d]);
+      static_for<KV>([&](auto v) { acc[r][v] = fmadd<Arch>(qd, kd[v], acc[r][v]); });
+    });
+  }
+  static_for<M>([&](auto r) {
+    static_for<KV>([&](auto v) { acc[r][v].store_aligned(s + r * W + v * L); });
+  });
+}
+
+// Values of queries [q0 + r0, q0 + r0 + M): P at p[j L + r], 1 / l at rinv[r].
+template <class Arch, int M>
+inline void few_keys_values(const AttentionArgs& a, const float* p, const float* rinv, int h,
+                            int q0, int r0) {
+  using B = Batch<Arch>;
+  constexpr int L = FewKeys<Arch>::L;
+  const int hd = a.head_dim;
+  const std::ptrdiff_t off = std::ptrdiff_t(h) * hd;
+  const float* vh = a.v + off;
+  float* out = a.out + std::ptrdiff_t(q0 + r0) * a.ldo + off;
+  // Two vectors of head dims at a time, then one.
+  auto chunk = [&](int d, auto nv) {
+    constexpr int NV = decltype(nv)::value;
+    B acc[M][NV];
+    static_for<M>([&](auto r) { static_for<NV>([&](auto v) { acc[r][v] = B(0.0f); }); });
+    for (int j = 0; j < a.keys; ++j) {
+      B w[NV];
+      static_for<NV>([&](auto v) { w[v] = load<Arch>(vh + std::ptrdiff_t(j) * a.ldv + d + v * L); });
+      static_for<M>([&](auto r) {
+        const B pj(p[j * L + r0 + r]);
+        static_for<NV>([&](auto v) { acc[r][v] = fmadd<Arch>(pj, w[v], acc[r][v]); });
+      });
+    }
+    static_for<M>([&](auto r) {
+      const B ri(rinv[r0 + r]);
+      static_for<NV>([&](auto v) { store<Arch>(out + r * a.ldo + d + v * L, acc[r][v] * ri); });
+    });
+  };
+  int d = 0;
+  for (; d + 2 * L <= hd; d += 2 * L) chunk(d, std::integral_constant<int, 2>{});
+  if (d < hd) chunk(d, std::integral_constant<int, 1>{});
+}
+
+// Queries [q0, q0 + nq), nq <= lanes, of head h.
+template <class Arch>
+inline void attention_few_keys(const AttentionArgs& a, const float* kt, int h, int q0, int nq) {
+  using B = Batch<Arch>;
+  using F = FewKeys<Arch>;
+  constexpr int L = F::L, W = F::W, R = F::R;
+  alignas(64) float s[L * W];  // query-major scores
+  alignas(64) float t[W * L];  // key-major: one query per lane
+  alignas(64) float rinv[L];
+  for (int r = 0; r < nq; r += R)
+    dispatch_rows<R>(std::min(R, nq - r), [&](auto mc) {
+      few_keys_scores<Arch, decltype(mc)::value>(a, kt, h, q0 + r, s + r * W);
+    });
+  if constexpr (L >= kTransposeBlock) {
+    transpose_into(s, W, nq, L, a.keys, t, L);
+  } else {  // SSE: 4 lanes, 8x8 transpose blocks
+    for (int j = 0; j < a.keys; ++j)
+      for (int r = 0; r < L; ++r) t[j * L + r] = r < nq ? s[r * W + j] : 0.0f;
+  }
+  const B vscale(a.scale);
+  B m = B::load_aligned(t) * vscale;
+  for (int j = 1; j < a.keys; ++j) m = xsimd::max(m, B::load_aligned(t + j * L) * vscale);
+  B l(0.0f);
+  for (int j = 0; j < a.keys; ++j) {
+    const B p = softmax_exp<Arch>(B::load_aligned(t + j * L) * vscale - m);
+    p.store_aligned(t + j * L);
+    l = l + p;
+  }
+  (B(1.0f) / l).store_aligned(rinv);
+  for (int r = 0; r < nq; r += R)
+    dispatch_rows<R>(std::min(R, nq - r), [&](auto mc) {
+      few_keys_values<Arch, decltype(mc)::value>(a, t, rinv, h, q0, r);
+    });
+}
+
 // Any head_dim: one query at a time, dot products over head dims, the running
 // output kept in the output row itself.
 template <class Arch>
@@ -243,11 +372,25 @@ inline void attention(const AttentionArgs& a) {
     for (int t = 0; t < tasks; ++t) attention_query<Arch>(a, t / a.queries, t % a.queries);
     return;
   }
+  constexpr int L = Plan::L, NV = Plan::NV;
+  if (FewKeys<Arch>::applies(a)) {
+    using F = FewKeys<Arch>;
+    constexpr int QT = F::task_queries;
+    const int chunks = (a.queries + QT - 1) / QT, tasks = a.heads * chunks;
+    LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
+    for (int t = 0; t < tasks; ++t) {
+      alignas(64) float kt[F::max_head_dim * F::W];
+      const int h = t / chunks, end = std::min(a.queries, (t % chunks + 1) * QT);
+      pack_few_keys<Arch>(a, h, kt);
+      for (int q0 = (t % chunks) * QT; q0 < end; q0 += F::L)
+        attention_few_keys<Arch>(a, kt, h, q0, std::min(F::L, end - q0));
+    }
+    return;
+  }
   // Query panels of NV vectors, or of one vector when the queries fit one
   // (16 meta queries: no scores and exps for empty lanes) or when that is
   // needed to give every thread work. A query's arithmetic is lane-wise, so
   // the panel width does not change any result.
-  constexpr int L = Plan::L, NV = Plan::NV;
   const int want = 2 * max_threads();
   const bool narrow =
       NV > 1 && (a.queries <= L || a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want);
