@@ -438,13 +438,17 @@ TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quant
         }
 }
 
-TEST_CASE("the AVX-512 bf16 and int8 kernels equal the generic ones bitwise", "[simd][linear][lowp]") {
+// NEON's BFDOT rounds its pair sums itself (round to odd): that kernel is
+// checked against the Reference above only.
+TEST_CASE("the instruction-set bf16 and int8 kernels equal the generic ones bitwise", "[simd][linear][lowp]") {
   using Arch = xsimd::default_arch;
   namespace s = lemevit::backend::simd;
   using Bf16 = typename s::GemmKernel<Arch, Precision::Bf16>::type;
   using Int8 = typename s::GemmKernel<Arch, Precision::Int8>::type;
+  const bool bf16_bitwise = std::string(Bf16::path) != "neon_bf16";
+  INFO("kernels: bf16 " << Bf16::path << ", int8 " << Int8::path);
   if (std::string(Bf16::path) == "fallback" && std::string(Int8::path) == "fallback")
-    SUCCEED("this build has no AVX512_BF16 or AVX512_VNNI kernel");
+    SUCCEED("this build has no instruction-set bf16 or int8 kernel");
   const LinearShape shapes[] = {{3136, 64, 256}, {37, 333, 70}, {13, 5000, 40}, {5, 3, 1}};
   std::uint32_t seed = 900;
   for (const auto& sh : shapes) {
@@ -460,7 +464,7 @@ TEST_CASE("the AVX-512 bf16 and int8 kernels equal the generic ones bitwise", "[
     s::gemm_lowp<Arch, Epilogue::Gelu, Bf16>(x.data(), sh.rows, sh.in, wb, fast.data(), sh.out);
     s::gemm_lowp<Arch, Epilogue::Gelu, s::Bf16Generic_4x32<Arch>>(x.data(), sh.rows, sh.in, wb,
                                                                   generic.data(), sh.out);
-    REQUIRE(same_bits(fast, generic));
+    if (bf16_bitwise) REQUIRE(same_bits(fast, generic));
     s::gemm_lowp<Arch, Epilogue::Gelu, Int8>(x.data(), sh.rows, sh.in, wi, fast.data(), sh.out);
     s::gemm_lowp<Arch, Epilogue::Gelu, s::Int8Generic_4x32<Arch>>(x.data(), sh.rows, sh.in, wi,
                                                                   generic.data(), sh.out);

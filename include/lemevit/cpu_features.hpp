@@ -13,10 +13,15 @@
 
 #include "lemevit/error.hpp"
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 namespace lemevit::cpu {
 
 // Names as in /proc/cpuinfo: avx2, fma, avx512f, avx512cd, avx512dq,
-// avx512bw, avx512_bf16, avx512_vnni.
+// avx512bw, avx512_bf16, avx512_vnni; on aarch64 asimddp (dot product) and bf16.
 inline bool detected(std::string_view f) {
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -28,6 +33,9 @@ inline bool detected(std::string_view f) {
   if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
   if (f == "avx512_bf16") return __builtin_cpu_supports("avx512bf16");
   if (f == "avx512_vnni") return __builtin_cpu_supports("avx512vnni");
+#elif defined(__aarch64__) && defined(__linux__)
+  if (f == "asimddp") return getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+  if (f == "bf16") return getauxval(AT_HWCAP2) & HWCAP2_BF16;
 #else
   (void)f;  // no check written for this architecture yet
 #endif

@@ -15,8 +15,8 @@
 //   pack.hpp          transposing copies for packed operands
 //   gemm.hpp          packed weights and the register-blocked micro-kernel
 //   gemm_lowp.hpp     bf16 and int8 formats, packed layouts, their GEMM driver
-//   gemm_bf16.hpp     bf16 micro-kernels (AVX512_BF16, generic)
-//   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, generic)
+//   gemm_bf16.hpp     bf16 micro-kernels (AVX512_BF16, NEON BFDOT, generic)
+//   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, NEON SDOT, generic)
 //   attention.hpp     blocked online-softmax attention
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
 #include <cstddef>
@@ -51,6 +51,7 @@ template <class Arch>
 struct Fp32Kernel {
   using Weights = PackedLinear<Arch>;
   static constexpr const char* path = Arch::name();
+  static constexpr const char* feature = nullptr;  // beyond the Arch's own
 };
 template <class Arch, Precision P>
 struct GemmKernel {
@@ -60,6 +61,9 @@ template <class Arch>
 struct GemmKernel<Arch, Precision::Bf16> {
 #if defined(__AVX512BF16__)
   using type = std::conditional_t<kLanes<Arch> == 16, Bf16Avx512_12x32<Arch>, Bf16Generic_4x32<Arch>>;
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Bf16NeonBfdot_4x32<Arch>,
+                                  Bf16Generic_4x32<Arch>>;
 #else
   using type = Bf16Generic_4x32<Arch>;
 #endif
@@ -68,6 +72,9 @@ template <class Arch>
 struct GemmKernel<Arch, Precision::Int8> {
 #if defined(__AVX512VNNI__)
   using type = std::conditional_t<kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>, Int8Generic_4x32<Arch>>;
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Int8NeonDot_4x32<Arch>,
+                                  Int8Generic_4x32<Arch>>;
 #else
   using type = Int8Generic_4x32<Arch>;
 #endif
@@ -84,7 +91,8 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   using LinearWeights = typename Gemm::Weights;
 
   // The instruction set the products run on: "avx512", "avx2", ... for fp32;
-  // "avx512_bf16", "avx512_vnni" or "fallback" (portable loops) otherwise.
+  // "avx512_bf16", "avx512_vnni", "neon_bf16", "neon_dotprod" or "fallback"
+  // (portable loops) otherwise.
   static constexpr const char* gemm_path() { return Gemm::path; }
 
   // Called when a model is loaded: throws lemevit::Error naming every
@@ -100,9 +108,11 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
       cpu::require({"avx2", "fma"}, built_for);
     else if constexpr (std::is_base_of_v<x::avx2, Arch>)
       cpu::require({"avx2"}, built_for);
-    const std::string_view path = gemm_path();
-    if (path == "avx512_bf16" || path == "avx512_vnni") cpu::require({path}, built_for);
+    if constexpr (Gemm::feature != nullptr) cpu::require({Gemm::feature}, built_for);
   }
+
+  // The CPU feature the products need beyond the instruction set (nullptr: none).
+  static constexpr const char* gemm_feature() { return Gemm::feature; }
 
   static void prepare_linear(const float* w, const float* b, int out, int in,
                              LinearWeights& dst) {

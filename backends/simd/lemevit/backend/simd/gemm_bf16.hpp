@@ -2,8 +2,11 @@
 // bf16 micro-kernels (number format and layout: gemm_lowp.hpp), by tile and
 // instruction set:
 //   Bf16Avx512_12x32  AVX512_BF16: VDPBF16PS, 12 rows x 2 vectors of fp32 accumulators
-//   Bf16Generic_4x32  any CPU: scalar loops giving the same sums (denormals
-//                     aside: VDPBF16PS flushes them to zero)
+//   Bf16NeonBfdot_4x32  ARMv8.6 / FEAT_BF16 (BFDOT, e.g. Neoverse V1/N2, Graviton 3):
+//                     BFDOT rounds the sum of its two products itself (round to
+//                     odd), so its results differ from the others in the last bits
+//   Bf16Generic_4x32  any CPU: scalar loops giving the same sums as VDPBF16PS
+//                     (denormals aside: VDPBF16PS flushes them to zero)
 #include <cstdint>
 #include <cstring>
 
@@ -19,6 +22,7 @@ struct Bf16Generic_4x32 {
   using Elem = std::uint16_t;
   static constexpr int rows = 4;
   static constexpr const char* path = "fallback";
+  static constexpr const char* feature = nullptr;  // the CPU feature it needs
   struct RowParams {};
   static RowParams row_params(const float*, int) { return {}; }
 
@@ -64,6 +68,7 @@ struct Bf16Avx512_12x32 {
   using Elem = std::uint16_t;
   static constexpr int rows = 12;
   static constexpr const char* path = "avx512_bf16";
+  static constexpr const char* feature = "avx512_bf16";
   struct RowParams {};
   static RowParams row_params(const float*, int) { return {}; }
 
@@ -114,6 +119,61 @@ struct Bf16Avx512_12x32 {
     static_for<M>([&](auto r) {
       epi(int(r), 0, Batch<Arch>(acc.v[r][0]));
       epi(int(r), 1, Batch<Arch>(acc.v[r][1]));
+    });
+  }
+};
+#endif
+
+#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+template <class Arch>
+struct Bf16NeonBfdot_4x32 {
+  static_assert(kLanes<Arch> == 4, "a NEON kernel");
+  using Weights = PackedBf16Linear;
+  using Elem = std::uint16_t;
+  static constexpr int rows = 4;
+  static constexpr const char* path = "neon_bf16";
+  static constexpr const char* feature = "bf16";
+  struct RowParams {};
+  static RowParams row_params(const float*, int) { return {}; }
+
+  // BFCVTN rounds to nearest even, as to_bf16 does.
+  static void convert(const float* x, int n, const RowParams&, Elem* dst) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const bfloat16x8_t v = vcvtq_high_bf16_f32(vcvtq_low_bf16_f32(vld1q_f32(x + i)), vld1q_f32(x + i + 4));
+      vst1q_u16(dst + i, vreinterpretq_u16_bf16(v));
+    }
+    for (; i < n; ++i) dst[i] = to_bf16(x[i]);
+    if (n % 2) dst[n] = 0;
+  }
+
+  template <int M>
+  struct Acc {
+    float32x4_t v[M][8];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { static_for<8>([&](auto j) { acc.v[r][j] = vdupq_n_f32(0.0f); }); });
+  }
+
+  struct Dot {
+    static constexpr int group = 2;
+    using Acc = float32x4_t;
+    using Vec = bfloat16x8_t;
+    static Vec load(const std::uint16_t* p) { return vreinterpretq_bf16_u16(vld1q_u16(p)); }
+    template <int L>
+    static Acc dot(Acc acc, Vec w, Vec x) { return vbfdotq_laneq_f32(acc, w, x, L); }
+  };
+
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::uint16_t* b) {
+    neon_lane_dot<Dot, M>(acc.v, a, lda, groups, b);
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowParams*, const Weights&, int, const Epi& epi) {
+    static_for<M>([&](auto r) {
+      static_for<8>([&](auto j) { epi(int(r), int(j), Batch<Arch>(acc.v[r][j])); });
     });
   }
 };

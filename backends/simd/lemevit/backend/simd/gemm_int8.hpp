@@ -3,6 +3,9 @@
 // instruction set; all give bitwise the same results (the sums are exact):
 //   Int8Vnni512_12x32  AVX512_VNNI: VPDPBUSD (uint8 x int8, four products per
 //                      int32 lane), 12 rows x 2 vectors of int32 accumulators
+//   Int8NeonDot_4x32   ARMv8.2+ dot product (SDOT, e.g. Cortex-A76/A78, Neoverse):
+//                      signed x signed, so activations are stored as q_x - 128
+//                      and 128 sum_k q_w is added back, exactly
 //   Int8Generic_4x32   any CPU: scalar loops
 #include <cstdint>
 #include <cstring>
@@ -19,6 +22,7 @@ struct Int8Generic_4x32 {
   using Elem = std::uint8_t;
   static constexpr int rows = 4;
   static constexpr const char* path = "fallback";
+  static constexpr const char* feature = nullptr;  // the CPU feature it needs
   using RowParams = RowQuant;
 
   static RowQuant row_params(const float* x, int n) {
@@ -78,6 +82,7 @@ struct Int8Vnni512_12x32 {
   using Elem = std::uint8_t;
   static constexpr int rows = 12;
   static constexpr const char* path = "avx512_vnni";
+  static constexpr const char* feature = "avx512_vnni";
   using RowParams = RowQuant;
 
   static __mmask16 head(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
@@ -148,6 +153,97 @@ struct Int8Vnni512_12x32 {
         const __m512 y = _mm512_mul_round_ps(_mm512_cvtepi32_ps(corrected), _mm512_mul_ps(s, _mm512_loadu_ps(scales + 16 * v)),
                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         epi(int(r), int(v), Batch<Arch>(y));
+      });
+    });
+  }
+};
+#endif
+
+#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+template <class Arch>
+struct Int8NeonDot_4x32 {
+  static_assert(kLanes<Arch> == 4, "a NEON kernel");
+  using Weights = PackedInt8Linear;
+  using Elem = std::int8_t;  // q_x - 128
+  static constexpr int rows = 4;
+  static constexpr const char* path = "neon_dotprod";
+  static constexpr const char* feature = "asimddp";
+  using RowParams = RowQuant;
+
+  // min/max NaN-skipping like the generic loop: FMINNM/FMAXNM return the number.
+  static RowQuant row_params(const float* x, int n) {
+    float32x4_t lo = vdupq_n_f32(0.0f), hi = lo;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const float32x4_t v = vld1q_f32(x + i);
+      lo = vminnmq_f32(lo, v);
+      hi = vmaxnmq_f32(hi, v);
+    }
+    float l = vminnmvq_f32(lo), h = vmaxnmvq_f32(hi);
+    for (; i < n; ++i) {
+      if (x[i] < l) l = x[i];
+      if (x[i] > h) h = x[i];
+    }
+    return row_quant_from_range(l, h);
+  }
+
+  // quantise() of the generic kernel, minus 128; padding up to the group is 0
+  // (its weights are 0).
+  static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
+    const float32x4_t inv = vdupq_n_f32(q.inv), zero = vdupq_n_f32(float(q.zero));
+    const float32x4_t floor = vdupq_n_f32(0.0f), ceil = vdupq_n_f32(255.0f);
+    const int32x4_t offset = vdupq_n_s32(128);
+    auto four = [&](const float* p) {
+      float32x4_t t = vaddq_f32(vrndnq_f32(vmulq_f32(vld1q_f32(p), inv)), zero);
+      t = vminnmq_f32(vmaxnmq_f32(t, floor), ceil);  // NaN -> 0
+      return vmovn_s32(vsubq_s32(vcvtq_s32_f32(t), offset));
+    };
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const int16x8_t lo = vcombine_s16(four(x + i), four(x + i + 4));
+      const int16x8_t hi = vcombine_s16(four(x + i + 8), four(x + i + 12));
+      vst1q_s8(dst + i, vcombine_s8(vmovn_s16(lo), vmovn_s16(hi)));
+    }
+    for (; i < n; ++i) dst[i] = Elem(int(quantise(x[i], q)) - 128);
+    for (; i % 4; ++i) dst[i] = 0;
+  }
+
+  template <int M>
+  struct Acc {
+    int32x4_t v[M][8];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { static_for<8>([&](auto j) { acc.v[r][j] = vdupq_n_s32(0); }); });
+  }
+
+  struct Dot {
+    static constexpr int group = 4;
+    using Acc = int32x4_t;
+    using Vec = int8x16_t;
+    static Vec load(const std::int8_t* p) { return vld1q_s8(p); }
+    template <int L>
+    static Acc dot(Acc acc, Vec w, Vec x) { return vdotq_laneq_s32(acc, w, x, L); }
+  };
+
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+    neon_lane_dot<Dot, M>(acc.v, a, lda, groups, b);
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
+    const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
+    const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
+    static_for<M>([&](auto r) {
+      static_for<8>([&](auto j) {
+        // acc - 128 sum + (128 - z) sum = the generic kernel's acc - z sum, exactly.
+        const int32x4_t corrected = vmlaq_n_s32(acc.v[r][j], vld1q_s32(sums + 4 * j), 128 - q[r].zero);
+        float32x4_t y = vmulq_f32(vcvtq_f32_s32(corrected), vmulq_n_f32(vld1q_f32(scales + 4 * j), q[r].scale));
+        // Kept a separate rounding: GCC would otherwise contract it with the
+        // epilogue's bias addition into an FMA, unlike the generic kernel.
+        __asm__("" : "+w"(y));
+        epi(int(r), int(j), Batch<Arch>(y));
       });
     });
   }

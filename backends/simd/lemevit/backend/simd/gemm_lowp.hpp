@@ -40,6 +40,10 @@
 #include "lemevit/backend/simd/parallel.hpp"
 #include "lemevit/backend/simd/xsimd_compat.hpp"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
 
 namespace lemevit::backend::simd {
@@ -154,6 +158,52 @@ struct PackedInt8Linear {
     pack_bias(b, out, bias);
   }
 };
+
+#if defined(__aarch64__) && (defined(__ARM_FEATURE_DOTPROD) || defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC))
+// The loop of the NEON lane-indexed dot-product kernels (SDOT, BFDOT). A
+// 16-byte vector of a panel holds one k-group of four columns; a 16-byte
+// vector of a row's operand holds four k-groups, and D::dot<l>(acc, w, x)
+// takes group l of x. A tile (M rows x 32 columns, 8 accumulator vectors per
+// row) is summed in two halves of 16 columns, so that 4 rows keep 16
+// accumulators, 4 panel and 4 row vectors in the 32 NEON registers. The sums
+// run in locals (see Bf16Avx512_12x32::accumulate).
+// D: group (values per k-group), Acc, Vec, load(p) of 16 bytes, dot<l>.
+template <class D, int M, class E, class W>
+inline void neon_lane_dot(typename D::Acc (&acc)[M][8], const E* a, int lda, int groups, const W* b) {
+  constexpr int G = D::group, per_vector = 16 / sizeof(E);  // values of a 16-byte vector
+  for (int half = 0; half < 2; ++half) {
+    typename D::Acc v[M][4];
+    static_for<M>([&](auto r) { static_for<4>([&](auto j) { v[r][j] = acc[r][4 * half + j]; }); });
+    const W* bh = b + half * 16 * G;
+    auto step = [&](auto l, int g, const typename D::Vec (&x)[M]) {
+      const W* bg = bh + std::ptrdiff_t(g + l) * kLowpCols * G;
+      typename D::Vec w[4];
+      static_for<4>([&](auto j) { w[j] = D::load(bg + j * 4 * G); });
+      static_for<M>([&](auto r) {
+        static_for<4>([&](auto j) { v[r][j] = D::template dot<decltype(l)::value>(v[r][j], w[j], x[r]); });
+      });
+    };
+    int g = 0;
+    for (; g + 4 <= groups; g += 4) {
+      typename D::Vec x[M];
+      static_for<M>([&](auto r) { x[r] = D::load(a + std::ptrdiff_t(r) * lda + g * G); });
+      static_for<4>([&](auto l) { step(l, g, x); });
+    }
+    if (const int left = groups - g; left > 0) {  // 1-3 groups: the row's end, padded with zeros
+      typename D::Vec x[M];
+      static_for<M>([&](auto r) {
+        alignas(16) E t[per_vector] = {};
+        std::memcpy(t, a + std::ptrdiff_t(r) * lda + g * G, sizeof(E) * left * G);
+        x[r] = D::load(t);
+      });
+      static_for<3>([&](auto l) {
+        if (l < left) step(l, g, x);
+      });
+    }
+    static_for<M>([&](auto r) { static_for<4>([&](auto j) { acc[r][4 * half + j] = v[r][j]; }); });
+  }
+}
+#endif
 
 // The driver. A kernel K (gemm_bf16.hpp, gemm_int8.hpp) provides
 //   Weights, Elem (activation element in the tile buffer), rows (tile height),
