@@ -658,7 +658,9 @@ TEMPLATE_TEST_CASE("attention is bitwise deterministic per query",
                                  {16, 3136, 2, 32, 0.125f, true},
                                  {100, 300, 3, 16, 0.25f, false},
                                  {37, 45, 2, 33, 0.17f, true},
-                                 {9, 20, 1, 300, 0.05f, false}};
+                                 {9, 20, 1, 300, 0.05f, false},
+                                 {203, 9, 3, 32, 0.2f, false},  // few keys, a partial key block
+                                 {784, 16, 4, 64, 0.1f, true}};
   std::uint32_t seed = 4000;
   for (const auto& c : cases) {
     const AttentionData d = make_attention(c, seed += 3, 1.0f);
@@ -702,6 +704,7 @@ TEMPLATE_TEST_CASE("kernels do not allocate", "[simd][allocation]", LEMEVIT_TEST
   const auto kw = random_vector(9 * 40, 6);
   AttentionData blocked = make_attention({300, 500, 2, 32, 0.2f, true}, 7, 1.0f);
   AttentionData generic = make_attention({20, 70, 1, 300, 0.05f, false}, 8, 1.0f);
+  AttentionData few_keys = make_attention({300, 16, 2, 32, 0.2f, true}, 9, 1.0f);
   for (int threads : kThreadCounts) {
     set_threads(threads);
     const long before = g_allocations.load();
@@ -715,6 +718,7 @@ TEMPLATE_TEST_CASE("kernels do not allocate", "[simd][allocation]", LEMEVIT_TEST
     S::depthwise_conv3x3_residual(img.data(), 20, 20, 40, kw.data(), b.data(), img_out.data());
     S::attention(blocked.args);
     S::attention(generic.args);
+    S::attention(few_keys.args);
     const long after = g_allocations.load();
     INFO(arch_name<TestType>() << " on " << threads << " threads");
     REQUIRE(after == before);

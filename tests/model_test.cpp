@@ -1,6 +1,7 @@
 // Model-level behaviour beyond the golden numbers: no heap allocation in
 // forward, a model shared by threads, batch and thread-count invariance.
 // (The loader's error reports are tests/errors_test.cpp.)
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -125,6 +126,41 @@ TEMPLATE_TEST_CASE("a batch larger than one pass gives the logits of one pass", 
     net.forward(x.data() + b * image, 1, one.data(), ws);
     CHECK(std::memcmp(one.data(), passes.data() + b * 7, 7 * sizeof(float)) == 0);
   }
+}
+
+TEMPLATE_TEST_CASE("passes run side by side on several threads give each image's own logits", "[model]",
+                   LEMEVIT_PRECISIONS) {
+#ifdef _OPENMP
+  // With T threads, a batch of more than one pass runs T passes at a time,
+  // one per thread, each in its own slot of the workspace (then the rest one
+  // by one): every image must still get the logits it gets alone, and
+  // nothing may be allocated.
+  using Net = SmallOn<TestType>;
+  const Net net = Net::load(fixture("custom_small.safetensors"));
+  const int batch = 3 * Net::images_per_pass + 1;
+  const auto x = random_images(batch, 6);
+  auto ws = net.make_workspace(batch);
+  const std::size_t image = 3 * 96 * 64;
+  std::vector<float> alone(std::size_t(batch) * 7), y(alone.size());
+  for (int b = 0; b < batch; ++b) net.forward(x.data() + b * image, 1, alone.data() + b * 7, ws);
+  const int saved = omp_get_max_threads();
+  for (int threads : {2, 3}) {
+    omp_set_num_threads(threads);
+    std::fill(y.begin(), y.end(), -1.0f);
+    net.forward(x.data(), batch, y.data(), ws);  // warm-up: OpenMP's thread pool
+    g_allocations = 0;
+    g_counting = true;
+    net.forward(x.data(), batch, y.data(), ws);
+    g_counting = false;
+    INFO(threads << " threads, batch " << batch);
+    CHECK(g_allocations == 0);
+    for (int b = 0; b < batch; ++b)
+      CHECK(std::memcmp(y.data() + b * 7, alone.data() + b * 7, 7 * sizeof(float)) == 0);
+  }
+  omp_set_num_threads(saved);
+#else
+  SUCCEED("built without OpenMP: one pass at a time by construction");
+#endif
 }
 
 TEST_CASE("a profiled forward gives the same logits and accounts for every FLOP", "[model][profile]") {

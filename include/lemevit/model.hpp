@@ -278,22 +278,47 @@ class Model {
 
   template <class P>
   void run(const float* input, int batch, float* logits, Workspace& ws, Observer* observer, P& prof) const {
+    check_workspace(ws, batch);
     if (observer || batch <= images_per_pass) {
-      forward_pass(input, batch, logits, ws, observer, prof);
+      forward_pass(input, batch, logits, ws.data(), observer, prof);
       return;
     }
-    check_workspace(ws, batch);
-    for (int b0 = 0; b0 < batch; b0 += images_per_pass) {
+    int b0 = 0;
+    // Whole passes side by side, one per thread, each pass's kernels then
+    // single-threaded: no fork/join per layer and no core left idle by the
+    // small layers (meta tokens, LayerNorm) that do not split. Each runs in
+    // its own slot of the workspace (the batch has room for them). Logits are
+    // bitwise the same: a kernel's rows do not depend on the thread count.
+    // Profiled runs keep one pass at a time, so that every part is timed alone.
+    if constexpr (requires { Kernels<B>::concurrent_passes(); } &&
+                  std::is_same_v<std::remove_const_t<P>, NoProfile>) {
+      const int full = batch / images_per_pass;
+      const int slots = std::min(Kernels<B>::concurrent_passes(), full);
+      if (slots > 1) {
+        const int passes = full / slots * slots;
+        Kernels<B>::run_concurrently(passes, slots, [&](int slot, int i) {
+          const std::size_t first = std::size_t(i) * images_per_pass;
+          NoProfile none;
+          forward_pass(input + first * height * width * channels, images_per_pass,
+                       logits ? logits + first * num_classes() : nullptr,
+                       ws.data() + std::size_t(slot) * images_per_pass * Plan::floats_per_image,
+                       nullptr, none);
+        });
+        b0 = passes * images_per_pass;
+      }
+    }
+    for (; b0 < batch; b0 += images_per_pass) {
       const int n = std::min(images_per_pass, batch - b0);
       forward_pass(input + std::size_t(b0) * height * width * channels, n,
-                   logits ? logits + std::size_t(b0) * num_classes() : nullptr, ws, nullptr, prof);
+                   logits ? logits + std::size_t(b0) * num_classes() : nullptr, ws.data(), nullptr, prof);
     }
   }
 
+  // One pass over `batch` images whose activations live at `memory`.
   template <class P>
-  void forward_pass(const float* input, int batch, float* logits, Workspace& ws, Observer* observer,
+  void forward_pass(const float* input, int batch, float* logits, float* memory, Observer* observer,
                     P& prof) const {
-    layers::Activations a = bind(ws, batch);
+    layers::Activations a = bind(memory, batch);
     run_backbone(input, batch, a, observer, prof);
     if (logits) head(a, batch, logits, prof);
     Kernels<B>::synchronize();
@@ -308,9 +333,8 @@ class Model {
                   std::to_string(ws.capacity()));
   }
 
-  layers::Activations bind(Workspace& ws, int batch) const {
-    check_workspace(ws, batch);
-    float* p = ws.data();
+  layers::Activations bind(float* memory, int batch) const {
+    float* p = memory;
     auto take = [&](std::size_t per_image) {
       float* r = p;
       p += per_image * std::size_t(batch);

@@ -142,6 +142,14 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
 
   static void attention(const AttentionArgs& a) { backend::simd::attention<Arch>(a); }
 
+  // A batch larger than one pass runs this many passes side by side (see
+  // Model::run): one per OpenMP thread.
+  static int concurrent_passes() { return backend::simd::max_threads(); }
+  template <class F>
+  static void run_concurrently(int tasks, int slots, F&& task) {
+    backend::simd::run_concurrently(tasks, slots, task);
+  }
+
  private:
   template <Epilogue E>
   static void gemm(const float* x, int rows, int ldx, const LinearWeights& w, float* y, int ldy) {
