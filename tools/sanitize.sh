@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The sanitizer runs, CI-sized:
 #   1. asan: the whole `meson test` suite built with AddressSanitizer +
-#      UndefinedBehaviorSanitizer (build-asan/, gcc, -O2 -g);
+#      UndefinedBehaviorSanitizer (build-asan/, gcc, -O1 -g1: at -O2 the
+#      instrumented template-heavy tests took 4-6x longer to compile, ~40
+#      minutes of CI's 2 cores for five tests);
 #   2. tsan: tests/concurrency_test.cpp (8 threads sharing one model) built
 #      with ThreadSanitizer (build-tsan/), without OpenMP: libgomp is not
 #      TSan-instrumented and its barriers would be reported as races, so that
@@ -55,7 +57,7 @@ run_asan() {
   local fixtures=(-Dfixtures=)
   [ -f build/tests/fixtures/cases.json ] && fixtures=(-Dfixtures="$root/build/tests/fixtures")
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=disabled \
-    --buildtype=debugoptimized -Db_ndebug=false "${fixtures[@]}"
+    --buildtype=plain -Doptimization=1 -Dcpp_args=-g1 -Db_ndebug=false "${fixtures[@]}"
   if [ -n "${ASAN_TESTS:-}" ]; then
     # A subset (CI on 2 cores: the instrumented golden and CLI builds alone
     # take longer than the whole CI budget): build just those tests' programs
