@@ -125,12 +125,21 @@ struct Bf16Avx512_12x32 {
 #endif
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+// BFDOT, one lane-indexed k-pair of x per instruction.
+struct Bf16NeonDot {
+  static constexpr int group = 2;
+  using Acc = float32x4_t;
+  using Vec = bfloat16x8_t;
+  static Vec load(const std::uint16_t* p) { return vreinterpretq_bf16_u16(vld1q_u16(p)); }
+  template <int L>
+  static Acc dot(Acc acc, Vec w, Vec x) { return vbfdotq_laneq_f32(acc, w, x, L); }
+};
+
 template <class Arch>
-struct Bf16NeonBfdot_4x32 {
+struct Bf16NeonBfdot_4x32 : NeonLaneDotTile<Bf16NeonDot> {
   static_assert(kLanes<Arch> == 4, "a NEON kernel");
   using Weights = PackedBf16Linear;
   using Elem = std::uint16_t;
-  static constexpr int rows = 4;
   static constexpr const char* path = "neon_bf16";
   static constexpr const char* feature = "bf16";
   struct RowParams {};
@@ -145,29 +154,6 @@ struct Bf16NeonBfdot_4x32 {
     }
     for (; i < n; ++i) dst[i] = to_bf16(x[i]);
     if (n % 2) dst[n] = 0;
-  }
-
-  template <int M>
-  struct Acc {
-    float32x4_t v[M][8];
-  };
-  template <int M>
-  static void zero(Acc<M>& acc) {
-    static_for<M>([&](auto r) { static_for<8>([&](auto j) { acc.v[r][j] = vdupq_n_f32(0.0f); }); });
-  }
-
-  struct Dot {
-    static constexpr int group = 2;
-    using Acc = float32x4_t;
-    using Vec = bfloat16x8_t;
-    static Vec load(const std::uint16_t* p) { return vreinterpretq_bf16_u16(vld1q_u16(p)); }
-    template <int L>
-    static Acc dot(Acc acc, Vec w, Vec x) { return vbfdotq_laneq_f32(acc, w, x, L); }
-  };
-
-  template <int M>
-  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::uint16_t* b) {
-    neon_lane_dot<Dot, M>(acc.v, a, lda, groups, b);
   }
 
   template <int M, class Epi>

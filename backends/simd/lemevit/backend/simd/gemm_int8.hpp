@@ -160,12 +160,21 @@ struct Int8Vnni512_12x32 {
 #endif
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+// SDOT, one lane-indexed k-quad of x per instruction.
+struct Int8NeonDot {
+  static constexpr int group = 4;
+  using Acc = int32x4_t;
+  using Vec = int8x16_t;
+  static Vec load(const std::int8_t* p) { return vld1q_s8(p); }
+  template <int L>
+  static Acc dot(Acc acc, Vec w, Vec x) { return vdotq_laneq_s32(acc, w, x, L); }
+};
+
 template <class Arch>
-struct Int8NeonDot_4x32 {
+struct Int8NeonDot_4x32 : NeonLaneDotTile<Int8NeonDot> {
   static_assert(kLanes<Arch> == 4, "a NEON kernel");
   using Weights = PackedInt8Linear;
   using Elem = std::int8_t;  // q_x - 128
-  static constexpr int rows = 4;
   static constexpr const char* path = "neon_dotprod";
   static constexpr const char* feature = "asimddp";
   using RowParams = RowQuant;
@@ -206,29 +215,6 @@ struct Int8NeonDot_4x32 {
     }
     for (; i < n; ++i) dst[i] = Elem(int(quantise(x[i], q)) - 128);
     for (; i % 4; ++i) dst[i] = 0;
-  }
-
-  template <int M>
-  struct Acc {
-    int32x4_t v[M][8];
-  };
-  template <int M>
-  static void zero(Acc<M>& acc) {
-    static_for<M>([&](auto r) { static_for<8>([&](auto j) { acc.v[r][j] = vdupq_n_s32(0); }); });
-  }
-
-  struct Dot {
-    static constexpr int group = 4;
-    using Acc = int32x4_t;
-    using Vec = int8x16_t;
-    static Vec load(const std::int8_t* p) { return vld1q_s8(p); }
-    template <int L>
-    static Acc dot(Acc acc, Vec w, Vec x) { return vdotq_laneq_s32(acc, w, x, L); }
-  };
-
-  template <int M>
-  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
-    neon_lane_dot<Dot, M>(acc.v, a, lda, groups, b);
   }
 
   template <int M, class Epi>

@@ -203,6 +203,25 @@ inline void neon_lane_dot(typename D::Acc (&acc)[M][8], const E* a, int lda, int
     static_for<M>([&](auto r) { static_for<4>([&](auto j) { acc[r][4 * half + j] = v[r][j]; }); });
   }
 }
+
+// What the NEON lane-dot kernels share: the 4 x 32 tile's accumulators, kept
+// as 8 vectors per row, and its loop. D as for neon_lane_dot.
+template <class D>
+struct NeonLaneDotTile {
+  static constexpr int rows = 4;
+  template <int M>
+  struct Acc {
+    typename D::Acc v[M][8];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { static_for<8>([&](auto j) { acc.v[r][j] = typename D::Acc{}; }); });
+  }
+  template <int M, class E, class W>
+  static void accumulate(Acc<M>& acc, const E* a, int lda, int groups, const W* b) {
+    neon_lane_dot<D, M>(acc.v, a, lda, groups, b);
+  }
+};
 #endif
 
 // The driver. A kernel K (gemm_bf16.hpp, gemm_int8.hpp) provides
