@@ -318,7 +318,7 @@ TEST_CASE("an unknown or unsupported dtype is refused by name", "[errors]") {
   ints.at("head.bias").dtype = "I32";
   const std::string ipath = ints.write("dtype_i32.safetensors");
   CHECK_THAT(load_error(ipath), Contains(ipath) && Contains("tensor 'head.bias' has dtype I32") &&
-                                    Contains("expected F32, F16 or BF16"));
+                                    Contains("expected F32, F16, BF16 or I8"));
 }
 
 TEST_CASE("malformed header entries are refused with the tensor's name", "[errors]") {
@@ -443,6 +443,38 @@ TEST_CASE("a file no compiled-in type matches is refused with the list", "[error
   }
   // A file without metadata still loads into a type directly (per-tensor checks).
   CHECK(load_error(bare_path) == "(loaded)");
+}
+
+TEST_CASE("int8 weights without a valid per-row scale are refused by name", "[errors]") {
+  const std::string w = "head.weight", sname = w + "_scale";
+  auto int8_head = [&](St& st) {  // head.weight (7 x C) as I8 ones
+    const auto shape = st.at(w).shape;
+    st.drop(w);
+    st.add(w, "I8", shape, std::string(std::size_t(shape[0] * shape[1]), '\x01'));
+    return shape;
+  };
+  {
+    St st = fixture_st();
+    int8_head(st);
+    const std::string path = st.write("int8_noscale.safetensors");
+    CHECK_THAT(load_error(path), Contains(path) && Contains("int8 tensor 'head.weight' has no 'head.weight_scale'"));
+  }
+  {
+    St st = fixture_st();
+    int8_head(st);
+    st.add(sname, "F32", {6}, std::string(24, '\0'));
+    CHECK_THAT(load_error(st.write("int8_scaleshape.safetensors")),
+               Contains("tensor 'head.weight_scale' is F32 [6], expected F32 [7]"));
+  }
+  {
+    St st = fixture_st();
+    int8_head(st);
+    std::string bytes;
+    for (int i = 0; i < 7; ++i) bytes += le32(i == 4 ? 0u : 0x3F800000u);  // 1.0f, one 0
+    st.add(sname, "F32", {7}, bytes);
+    CHECK_THAT(load_error(st.write("int8_zeroscale.safetensors")),
+               Contains("tensor 'head.weight_scale' holds 0.000000 at row 4") && Contains("finite and positive"));
+  }
 }
 
 TEST_CASE("NaN and Inf weights are refused with the tensor and index", "[errors]") {

@@ -563,6 +563,7 @@ def load_checkpoint(path, ema=False):
     try:
         if _is_safetensors(head):
             sd, _meta = read_safetensors(path)
+            sd = dequantize_state_dict(sd, path)
             if ema:
                 raise ConvertError("--ema given but a safetensors file holds a single state dict")
             form = "safetensors"
@@ -809,6 +810,48 @@ def make_metadata(arch, dca_scale, source):
 
 _OUT_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
+# --dtype int8: the Linear layers' weights (every 2-D .weight) stored as int8
+# per output channel, symmetric, with their scales in "<name>_scale" (F32, one
+# per row); everything else f32. The arithmetic is exactly the library's
+# load-time quantisation (PackedInt8Linear::pack), all in float32:
+#   s = max|w| / 127 (1 for an all-zero row), q = clamp(nearbyint(w / s), -127, 127)
+# so an int8 model loads the same numbers from either file, and fp32/bf16
+# models run on the dequantised weights q * s.
+INT8_SCALE_SUFFIX = "_scale"
+
+
+def dequantize_state_dict(sd, path):
+    """An int8 file (--dtype int8) read back as the f32 weights it stands for."""
+    out = collections.OrderedDict()
+    for k, v in sd.items():
+        if k.endswith(INT8_SCALE_SUFFIX) and k[:-len(INT8_SCALE_SUFFIX)] in sd:
+            continue
+        if v.dtype == torch.int8:
+            s = sd.get(k + INT8_SCALE_SUFFIX)
+            if s is None or v.dim() != 2 or s.dtype != torch.float32 or tuple(s.shape) != (v.shape[0],):
+                raise ConvertError("%s: int8 tensor %s needs an F32 %s%s of shape [%d]"
+                                   % (path, k, k, INT8_SCALE_SUFFIX, v.shape[0] if v.dim() else 0))
+            v = dequantize_int8(v, s)
+        out[k] = v
+    return out
+
+
+def is_int8_weight(key, t):
+    return key.endswith(".weight") and t.dim() == 2 and t.is_floating_point()
+
+
+def quantize_int8(w):
+    """(q int8, s float32 per row) for a 2-D weight, as the C++ loader computes them."""
+    w = w.detach().to(torch.float32).numpy()
+    amax = np.abs(w).max(axis=1)
+    s = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(w / s[:, None]), -127, 127).astype(np.int8)
+    return torch.from_numpy(q), torch.from_numpy(s)
+
+
+def dequantize_int8(q, s):
+    return (q.to(torch.float32) * s[:, None]).contiguous()
+
 
 def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"):
     """Whole conversion; returns (arch, metadata, tensors).  Raises ConvertError."""
@@ -821,10 +864,15 @@ def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"
     validate(sd, arch)
     out = collections.OrderedDict()
     for k, v in sd.items():
-        if dtype != "keep":
+        if dtype == "int8":
+            if is_int8_weight(k, v):
+                out[k], out[k + INT8_SCALE_SUFFIX] = quantize_int8(v)
+                continue
+            v = v.to(torch.float32)
+        elif dtype != "keep":
             v = v.to(_OUT_DTYPES[dtype])
         elif v.dtype == torch.float64:
-            v = v.to(torch.float32)  # the library reads F32/F16/BF16 only
+            v = v.to(torch.float32)  # the library reads F32/F16/BF16 (and int8 + scales)
         out[k] = v.contiguous()
     meta = make_metadata(arch, dca_scale, "%s (%s)" % (os.path.basename(src), form))
     if os.path.abspath(dst) == os.path.abspath(src):
@@ -845,8 +893,9 @@ def main(argv=None):
                     help="D/D2 attention scale the model was trained with: 'official' "
                          "(ViTAE-Transformer code) or 'head_dim' (seed article's copy)")
     ap.add_argument("--head-dim", type=int, default=32, help="attention head width (default 32)")
-    ap.add_argument("--dtype", choices=("keep", "f32", "f16", "bf16"), default="keep",
-                    help="output tensor dtype (keep: as stored; f64 becomes f32)")
+    ap.add_argument("--dtype", choices=("keep", "f32", "f16", "bf16", "int8"), default="keep",
+                    help="output tensor dtype (keep: as stored; f64 becomes f32; int8: Linear "
+                         "weights int8 per output channel with their scales, the rest f32)")
     args = ap.parse_args(argv)
     if args.head_dim <= 0:
         ap.error("--head-dim must be positive")
@@ -857,7 +906,8 @@ def main(argv=None):
         print("%s: error: %s" % (PROG, e), file=sys.stderr)
         return 2
     dts = sorted({_ST_NAMES[t.dtype] for t in out.values()})
-    nparam = sum(t.numel() for k, t in out.items() if "running_" not in k)
+    nparam = sum(t.numel() for k, t in out.items()
+                 if "running_" not in k and not k.endswith(INT8_SCALE_SUFFIX))
     print("%s: read %s" % (PROG, meta["lemevit.source"]), file=sys.stderr)
     print("%s: %s (%s), %d classes, in_chans %d, dca_scale %s, dtype %s, %d tensors, %.2fM "
           "params -> %s" % (PROG, meta["lemevit.variant"], arch_summary(arch), arch["num_classes"],

@@ -4,9 +4,11 @@
 // dtype and finiteness, and remembers what was used so that leftovers are
 // reported as unexpected tensors.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <span>
@@ -71,15 +73,42 @@ class WeightLoader {
         out = buf.data();
         break;
       }
+      case io::DType::I8: {  // tools/convert.py --dtype int8: w = q * scale[row]
+        const Int8Weights q = int8_parts(name, t);
+        auto& buf = owned_.emplace_back(n);
+        const std::size_t per_row = n / q.scales.size();
+        for (std::size_t i = 0; i < n; ++i) buf[i] = float(q.values[i]) * q.scales[i / per_row];
+        out = buf.data();
+        break;
+      }
       default:
         throw Error(file_->path() + ": tensor '" + name + "' has dtype " +
-                    io::dtype_name(t.dtype) + ", expected F32, F16 or BF16");
+                    io::dtype_name(t.dtype) + ", expected F32, F16, BF16 or I8 (with '" + name +
+                    "_scale')");
     }
     for (std::size_t i = 0; i < n; ++i)
       if (!std::isfinite(out[i]))
         throw Error(file_->path() + ": tensor '" + name + "' contains " +
                     (std::isnan(out[i]) ? "NaN" : "Inf") + " at flat index " + std::to_string(i));
     return {out, n};
+  }
+
+  // A weight stored as int8 per output channel (tools/convert.py --dtype
+  // int8): the values and one scale per row, w = q * scale. Empty when the
+  // file stores `name` in a float dtype (or the weights are random).
+  struct Int8Weights {
+    std::span<const std::int8_t> values;
+    std::span<const float> scales;
+  };
+  std::optional<Int8Weights> int8(const std::string& name, const std::vector<std::int64_t>& shape) {
+    if (!file_) return std::nullopt;
+    auto it = file_->tensors().find(name);
+    if (it == file_->tensors().end() || it->second.dtype != io::DType::I8) return std::nullopt;
+    if (it->second.shape != shape)
+      throw Error(file_->path() + ": tensor '" + name + "' has shape " + io::shape_str(it->second.shape) +
+                  ", expected " + io::shape_str(shape));
+    used_.insert(name);
+    return int8_parts(name, it->second);
   }
 
   // Shape of a tensor the caller cannot know statically (the class count of
@@ -108,6 +137,31 @@ class WeightLoader {
   }
 
  private:
+  // An I8 tensor and its "<name>_scale" (F32, one finite positive scale per
+  // row), which is marked used.
+  Int8Weights int8_parts(const std::string& name, const io::TensorInfo& t) {
+    const std::string scale_name = name + "_scale";
+    auto it = file_->tensors().find(scale_name);
+    if (t.shape.empty() || t.shape[0] <= 0)
+      throw Error(file_->path() + ": int8 tensor '" + name + "' needs at least one row");
+    const std::vector<std::int64_t> want{t.shape[0]};
+    if (it == file_->tensors().end())
+      throw Error(file_->path() + ": int8 tensor '" + name + "' has no '" + scale_name +
+                  "' (F32, shape " + io::shape_str(want) + "): int8 weights need their per-row scales");
+    const io::TensorInfo& s = it->second;
+    if (s.dtype != io::DType::F32 || s.shape != want)
+      throw Error(file_->path() + ": tensor '" + scale_name + "' is " + io::dtype_name(s.dtype) + " " +
+                  io::shape_str(s.shape) + ", expected F32 " + io::shape_str(want));
+    auto& scales = owned_.emplace_back(std::size_t(want[0]));
+    std::memcpy(scales.data(), s.data, scales.size() * sizeof(float));
+    for (std::size_t i = 0; i < scales.size(); ++i)
+      if (!(scales[i] > 0.0f) || !std::isfinite(scales[i]))
+        throw Error(file_->path() + ": tensor '" + scale_name + "' holds " + std::to_string(scales[i]) +
+                    " at row " + std::to_string(i) + ": scales must be finite and positive");
+    used_.insert(scale_name);
+    return {{reinterpret_cast<const std::int8_t*>(t.data), std::size_t(t.numel())}, scales};
+  }
+
   std::span<const float> random_tensor(const std::string& name, const std::vector<std::int64_t>& shape) {
     std::size_t n = 1;
     for (auto d : shape) n *= std::size_t(d);

@@ -18,6 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import export_imagefolder  # noqa: E402
 
+TOOLS = os.path.join(ROOT, "tools")
 BIN = os.environ.get("LEMEVIT_BIN", "")
 FIXTURES = os.environ.get("LEMEVIT_FIXTURES", "")
 WORK = os.environ.get("LEMEVIT_WORK", "/tmp/lemevit-cli-checks")
@@ -349,6 +350,32 @@ class Cli(unittest.TestCase):
             got = np.load(out)
             self.assertEqual(got.shape, want.shape)
             self.assertLess(np.abs(got - want).max() / np.abs(want).max(), bound, precision)
+
+    def test_int8_weight_files_hold_what_load_time_quantisation_computes(self):
+        # tools/convert.py --dtype int8 quantises in numpy; the library
+        # quantises fp32 weights at load in C++. Same numbers: an int8 model
+        # gives bitwise the same logits from either file, and an fp32 model
+        # from the int8 file is the fp32 model of its dequantised weights
+        # (q * s, written back to f32 by the converter).
+        src = os.path.join(FIXTURES, "tiny_224.safetensors")
+        q8, deq = os.path.join(WORK, "tiny.int8.safetensors"), os.path.join(WORK, "tiny.deq.safetensors")
+        convert = os.path.join(TOOLS, "convert.py")
+        subprocess.run([sys.executable, convert, src, "-o", q8, "--dtype", "int8"], check=True, capture_output=True)
+        subprocess.run([sys.executable, convert, q8, "-o", deq, "--dtype", "f32"], check=True, capture_output=True)
+        ratio = os.path.getsize(src) / os.path.getsize(q8)
+        print("\nint8 file: %.2fx smaller than f32" % ratio, file=sys.stderr)
+        self.assertGreater(ratio, 2.8)
+        x = os.path.join(FIXTURES, "tiny_224.input.npy")
+
+        def logits(weights, precision):
+            out = os.path.join(WORK, "q8.%s.%s.npy" % (os.path.basename(weights), precision))
+            run("infer", "--weights", weights, "--input", x, "--output", out, "--precision", precision)
+            return np.load(out)
+        np.testing.assert_array_equal(logits(q8, "int8"), logits(src, "int8"))
+        np.testing.assert_array_equal(logits(q8, "fp32"), logits(deq, "fp32"))
+        # int8 storage costs about what int8 arithmetic does (README "Precision").
+        want = np.load(os.path.join(FIXTURES, "tiny_224.logits.npy"))
+        self.assertLess(np.abs(logits(q8, "fp32") - want).max() / np.abs(want).max(), 8e-2)
 
     def test_a_cpu_feature_the_cpu_lacks_is_an_error_naming_it(self):
         for precision, feature in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni")):

@@ -17,8 +17,14 @@ class Linear {
 
   void load(WeightLoader& w, const std::string& prefix, int out = Out) {
     out_ = out;
-    auto weight = w.floats(prefix + ".weight", {out_, In});
     auto bias = w.floats(prefix + ".bias", {out_});
+    if constexpr (requires { requires Kernels<B>::takes_int8_weights; }) {
+      if (auto q = w.int8(prefix + ".weight", {out_, In})) {
+        Kernels<B>::prepare_linear_int8(q->values.data(), q->scales.data(), bias.data(), out_, In, weights_);
+        return;
+      }
+    }
+    auto weight = w.floats(prefix + ".weight", {out_, In});
     Kernels<B>::prepare_linear(weight.data(), bias.data(), out_, In, weights_);
   }
   // Prepare from values computed at load time (folded convolutions).

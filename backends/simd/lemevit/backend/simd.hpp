@@ -119,6 +119,14 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
     dst.pack(w, b, out, in);
   }
 
+  // int8 weights stored quantised (tools/convert.py --dtype int8) are packed
+  // as they are: the same numbers load-time quantisation gives.
+  static constexpr bool takes_int8_weights = P == Precision::Int8;
+  static void prepare_linear_int8(const std::int8_t* q, const float* scale, const float* b, int out,
+                                  int in, LinearWeights& dst) requires(P == Precision::Int8) {
+    dst.pack_quantized(q, scale, b, out, in);
+  }
+
   static void linear(const float* x, int rows, int ldx, const LinearWeights& w, float* y,
                      int ldy, Epilogue e) {
     switch (e) {

@@ -139,21 +139,29 @@ struct PackedInt8Linear {
   void pack(const float* w, const float* b, int out_, int in_) {
     out = out_;
     in = in_;
-    const std::size_t padded = std::size_t((out + kLowpCols - 1) / kLowpCols) * kLowpCols;
-    scale.assign(padded, 1.0f);
-    column_sum.assign(padded, 0);
     std::vector<std::int8_t> q(std::size_t(out) * in);
+    std::vector<float> s(out, 1.0f);
     for (int o = 0; o < out; ++o) {
       const float* row = w + std::size_t(o) * in;
       float amax = 0.0f;
       for (int k = 0; k < in; ++k) amax = std::max(amax, std::fabs(row[k]));
-      if (amax > 0.0f && std::isfinite(amax)) scale[o] = amax / 127.0f;
-      for (int k = 0; k < in; ++k) {
-        const float v = std::clamp(std::nearbyint(row[k] / scale[o]), -127.0f, 127.0f);
-        q[std::size_t(o) * in + k] = std::int8_t(v);
-        column_sum[o] += std::int32_t(v);
-      }
+      if (amax > 0.0f && std::isfinite(amax)) s[o] = amax / 127.0f;
+      for (int k = 0; k < in; ++k)
+        q[std::size_t(o) * in + k] = std::int8_t(std::clamp(std::nearbyint(row[k] / s[o]), -127.0f, 127.0f));
     }
+    pack_quantized(q.data(), s.data(), b, out, in);
+  }
+
+  // From weights quantised ahead (tools/convert.py --dtype int8): q (out x in), s per row.
+  void pack_quantized(const std::int8_t* q, const float* s, const float* b, int out_, int in_) {
+    out = out_;
+    in = in_;
+    const std::size_t padded = std::size_t((out + kLowpCols - 1) / kLowpCols) * kLowpCols;
+    scale.assign(padded, 1.0f);
+    column_sum.assign(padded, 0);
+    std::copy(s, s + out, scale.begin());
+    for (int o = 0; o < out; ++o)
+      for (int k = 0; k < in; ++k) column_sum[o] += q[std::size_t(o) * in + k];
     pack_grouped<group>(out, in, panels, [&](int o, int k) { return q[std::size_t(o) * in + k]; });
     pack_bias(b, out, bias);
   }
