@@ -45,11 +45,7 @@ class WeightLoader {
     if (it == file_->tensors().end())
       throw Error(file_->path() + ": missing tensor '" + name + "' (expected shape " +
                   io::shape_str(shape) + ")");
-    const io::TensorInfo& t = it->second;
-    if (t.shape != shape)
-      throw Error(file_->path() + ": tensor '" + name + "' has shape " + io::shape_str(t.shape) +
-                  ", expected " + io::shape_str(shape));
-    used_.insert(name);
+    const io::TensorInfo& t = use(name, it->second, shape);
     const std::size_t n = std::size_t(t.numel());
     const float* out = nullptr;
     switch (t.dtype) {
@@ -104,11 +100,7 @@ class WeightLoader {
     if (!file_) return std::nullopt;
     auto it = file_->tensors().find(name);
     if (it == file_->tensors().end() || it->second.dtype != io::DType::I8) return std::nullopt;
-    if (it->second.shape != shape)
-      throw Error(file_->path() + ": tensor '" + name + "' has shape " + io::shape_str(it->second.shape) +
-                  ", expected " + io::shape_str(shape));
-    used_.insert(name);
-    return int8_parts(name, it->second);
+    return int8_parts(name, use(name, it->second, shape));
   }
 
   // Shape of a tensor the caller cannot know statically (the class count of
@@ -137,6 +129,16 @@ class WeightLoader {
   }
 
  private:
+  // Tensor `name` checked against the expected shape and marked used.
+  const io::TensorInfo& use(const std::string& name, const io::TensorInfo& t,
+                            const std::vector<std::int64_t>& shape) {
+    if (t.shape != shape)
+      throw Error(file_->path() + ": tensor '" + name + "' has shape " + io::shape_str(t.shape) +
+                  ", expected " + io::shape_str(shape));
+    used_.insert(name);
+    return t;
+  }
+
   // An I8 tensor and its "<name>_scale" (F32, one finite positive scale per
   // row), which is marked used.
   Int8Weights int8_parts(const std::string& name, const io::TensorInfo& t) {

@@ -137,19 +137,17 @@ struct PackedInt8Linear {
   int out = 0, in = 0;
 
   void pack(const float* w, const float* b, int out_, int in_) {
-    out = out_;
-    in = in_;
-    std::vector<std::int8_t> q(std::size_t(out) * in);
-    std::vector<float> s(out, 1.0f);
-    for (int o = 0; o < out; ++o) {
-      const float* row = w + std::size_t(o) * in;
+    std::vector<std::int8_t> q(std::size_t(out_) * in_);
+    std::vector<float> s(out_, 1.0f);
+    for (int o = 0; o < out_; ++o) {
+      const float* row = w + std::size_t(o) * in_;
       float amax = 0.0f;
-      for (int k = 0; k < in; ++k) amax = std::max(amax, std::fabs(row[k]));
+      for (int k = 0; k < in_; ++k) amax = std::max(amax, std::fabs(row[k]));
       if (amax > 0.0f && std::isfinite(amax)) s[o] = amax / 127.0f;
-      for (int k = 0; k < in; ++k)
-        q[std::size_t(o) * in + k] = std::int8_t(std::clamp(std::nearbyint(row[k] / s[o]), -127.0f, 127.0f));
+      for (int k = 0; k < in_; ++k)
+        q[std::size_t(o) * in_ + k] = std::int8_t(std::clamp(std::nearbyint(row[k] / s[o]), -127.0f, 127.0f));
     }
-    pack_quantized(q.data(), s.data(), b, out, in);
+    pack_quantized(q.data(), s.data(), b, out_, in_);
   }
 
   // From weights quantised ahead (tools/convert.py --dtype int8): q (out x in), s per row.
