@@ -97,6 +97,16 @@ const bool lowp_registered = [] {
   register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");
 #endif
   register_lowp<s::Int8Generic_4x32<A>>("kernel/linear_int8/generic_4x32");
+#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+  register_lowp<s::Bf16NeonBfmmla_4x32<A>>("kernel/linear_bf16/neon_bfmmla_4x32");
+  register_lowp<s::Bf16NeonBfdot_4x32<A>>("kernel/linear_bf16/neon_bfdot_4x32");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
+  register_lowp<s::Int8NeonMmla_4x32<A>>("kernel/linear_int8/neon_i8mm_4x32");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+  register_lowp<s::Int8NeonDot_4x32<A>>("kernel/linear_int8/neon_dotprod_4x32");
+#endif
   return true;
 }();
 #endif

@@ -438,39 +438,63 @@ TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quant
         }
 }
 
-// NEON's BFDOT rounds its pair sums itself (round to odd): that kernel is
-// checked against the Reference above only.
-TEST_CASE("the instruction-set bf16 and int8 kernels equal the generic ones bitwise", "[simd][linear][lowp]") {
+// y = GELU(x W^T + b) through micro-kernel K, on weights packed in its layout.
+template <class K>
+std::vector<float> lowp_gelu_linear(const std::vector<float>& x, const LinearShape& sh,
+                                    const std::vector<float>& w, const std::vector<float>& b) {
+  typename K::Weights packed;
+  packed.pack(w.data(), b.data(), sh.out, sh.in);
+  std::vector<float> y(std::size_t(sh.rows) * sh.out);
+  lemevit::backend::simd::gemm_lowp<xsimd::default_arch, Epilogue::Gelu, K>(x.data(), sh.rows, sh.in,
+                                                                             packed, y.data(), sh.out);
+  return y;
+}
+
+// Every instruction-set micro-kernel this build has against a portable one:
+// the int8 sums are exact and VDPBF16PS sums as the generic bf16 kernel does,
+// so those are bitwise equal. NEON's BFDOT rounds its pair sums itself (round
+// to odd): the selected NEON bf16 kernel is checked against the Reference
+// above, and BFMMLA, which sums as two BFDOTs in k order, against BFDOT here.
+TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bitwise", "[simd][linear][lowp]") {
   using Arch = xsimd::default_arch;
   namespace s = lemevit::backend::simd;
-  using Bf16 = typename s::GemmKernel<Arch, Precision::Bf16>::type;
-  using Int8 = typename s::GemmKernel<Arch, Precision::Int8>::type;
-  const bool bf16_bitwise = std::string(Bf16::path) != "neon_bf16";
-  INFO("kernels: bf16 " << Bf16::path << ", int8 " << Int8::path);
-  if (std::string(Bf16::path) == "fallback" && std::string(Int8::path) == "fallback")
-    SUCCEED("this build has no instruction-set bf16 or int8 kernel");
-  const LinearShape shapes[] = {{3136, 64, 256}, {37, 333, 70}, {13, 5000, 40}, {5, 3, 1}};
+  // Rows around the 4- and 12-row tiles (pairs for MMLA: odd tails), k around
+  // every group (2, 4, 8) and past one 4096-value chunk, columns around panels.
+  const LinearShape shapes[] = {{3136, 64, 256}, {37, 333, 70}, {13, 5000, 40}, {5, 3, 1},
+                                {6, 17, 64},     {7, 9, 33},    {3, 4097, 5},  {2, 8, 32}};
+  int compared = 0;
   std::uint32_t seed = 900;
   for (const auto& sh : shapes) {
+    INFO("rows " << sh.rows << " in " << sh.in << " out " << sh.out);
     const auto x = random_vector(std::size_t(sh.rows) * sh.in, seed, -4.0f, 4.0f);
     const auto w = random_vector(std::size_t(sh.out) * sh.in, seed + 1);
     const auto b = random_vector(std::size_t(sh.out), seed + 2);
-    std::vector<float> fast(std::size_t(sh.rows) * sh.out), generic(fast.size());
-    s::PackedBf16Linear wb;
-    wb.pack(w.data(), b.data(), sh.out, sh.in);
-    s::PackedInt8Linear wi;
-    wi.pack(w.data(), b.data(), sh.out, sh.in);
-    INFO("rows " << sh.rows << " in " << sh.in << " out " << sh.out);
-    s::gemm_lowp<Arch, Epilogue::Gelu, Bf16>(x.data(), sh.rows, sh.in, wb, fast.data(), sh.out);
-    s::gemm_lowp<Arch, Epilogue::Gelu, s::Bf16Generic_4x32<Arch>>(x.data(), sh.rows, sh.in, wb,
-                                                                  generic.data(), sh.out);
-    if (bf16_bitwise) REQUIRE(same_bits(fast, generic));
-    s::gemm_lowp<Arch, Epilogue::Gelu, Int8>(x.data(), sh.rows, sh.in, wi, fast.data(), sh.out);
-    s::gemm_lowp<Arch, Epilogue::Gelu, s::Int8Generic_4x32<Arch>>(x.data(), sh.rows, sh.in, wi,
-                                                                  generic.data(), sh.out);
-    REQUIRE(same_bits(fast, generic));
+    [[maybe_unused]] auto same_as = [&](auto fast, auto portable, const char* what) {
+      INFO(what);
+      REQUIRE(same_bits(fast, portable));
+      ++compared;
+    };
+    [[maybe_unused]] const auto bf16 = lowp_gelu_linear<s::Bf16Generic_4x32<Arch>>(x, sh, w, b);
+    [[maybe_unused]] const auto int8 = lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b);
+#if defined(__AVX512BF16__)
+    same_as(lowp_gelu_linear<s::Bf16Avx512_12x32<Arch>>(x, sh, w, b), bf16, "avx512_bf16");
+#endif
+#if defined(__AVX512VNNI__)
+    same_as(lowp_gelu_linear<s::Int8Vnni512_12x32<Arch>>(x, sh, w, b), int8, "avx512_vnni");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+    same_as(lowp_gelu_linear<s::Int8NeonDot_4x32<Arch>>(x, sh, w, b), int8, "neon_dotprod");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
+    same_as(lowp_gelu_linear<s::Int8NeonMmla_4x32<Arch>>(x, sh, w, b), int8, "neon_i8mm");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+    same_as(lowp_gelu_linear<s::Bf16NeonBfmmla_4x32<Arch>>(x, sh, w, b),
+            lowp_gelu_linear<s::Bf16NeonBfdot_4x32<Arch>>(x, sh, w, b), "neon_bfmmla vs neon_bfdot");
+#endif
     seed += 3;
   }
+  if (compared == 0) SUCCEED("this build has no instruction-set bf16 or int8 kernel");
 }
 
 TEMPLATE_TEST_CASE("bf16 and int8 linear are bitwise deterministic per row",

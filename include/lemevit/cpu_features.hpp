@@ -21,7 +21,8 @@
 namespace lemevit::cpu {
 
 // Names as in /proc/cpuinfo: avx2, fma, avx512f, avx512cd, avx512dq,
-// avx512bw, avx512_bf16, avx512_vnni; on aarch64 asimddp (dot product) and bf16.
+// avx512bw, avx512_bf16, avx512_vnni; on aarch64 asimddp (dot product), bf16
+// and i8mm.
 inline bool detected(std::string_view f) {
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
   __builtin_cpu_init();
@@ -36,6 +37,7 @@ inline bool detected(std::string_view f) {
 #elif defined(__aarch64__) && defined(__linux__)
   if (f == "asimddp") return getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
   if (f == "bf16") return getauxval(AT_HWCAP2) & HWCAP2_BF16;
+  if (f == "i8mm") return getauxval(AT_HWCAP2) & HWCAP2_I8MM;
 #else
   (void)f;  // no check written for this architecture yet
 #endif

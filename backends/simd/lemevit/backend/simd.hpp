@@ -62,7 +62,7 @@ struct GemmKernel<Arch, Precision::Bf16> {
 #if defined(__AVX512BF16__)
   using type = std::conditional_t<kLanes<Arch> == 16, Bf16Avx512_12x32<Arch>, Bf16Generic_4x32<Arch>>;
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
-  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Bf16NeonBfdot_4x32<Arch>,
+  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Bf16NeonBfmmla_4x32<Arch>,
                                   Bf16Generic_4x32<Arch>>;
 #else
   using type = Bf16Generic_4x32<Arch>;
@@ -72,6 +72,9 @@ template <class Arch>
 struct GemmKernel<Arch, Precision::Int8> {
 #if defined(__AVX512VNNI__)
   using type = std::conditional_t<kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>, Int8Generic_4x32<Arch>>;
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
+  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Int8NeonMmla_4x32<Arch>,
+                                  Int8Generic_4x32<Arch>>;
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
   using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Int8NeonDot_4x32<Arch>,
                                   Int8Generic_4x32<Arch>>;
@@ -91,7 +94,8 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   using LinearWeights = typename Gemm::Weights;
 
   // The instruction set the products run on: "avx512", "avx2", ... for fp32;
-  // "avx512_bf16", "avx512_vnni", "neon_bf16", "neon_dotprod" or "fallback"
+  // "avx512_bf16", "avx512_vnni", "neon_bfmmla", "neon_i8mm", "neon_dotprod"
+  // or "fallback"
   // (portable loops) otherwise.
   static constexpr const char* gemm_path() { return Gemm::path; }
 

@@ -2,9 +2,12 @@
 // bf16 micro-kernels (number format and layout: gemm_lowp.hpp), by tile and
 // instruction set:
 //   Bf16Avx512_12x32  AVX512_BF16: VDPBF16PS, 12 rows x 2 vectors of fp32 accumulators
-//   Bf16NeonBfdot_4x32  ARMv8.6 / FEAT_BF16 (BFDOT, e.g. Neoverse V1/N2, Graviton 3):
-//                     BFDOT rounds the sum of its two products itself (round to
-//                     odd), so its results differ from the others in the last bits
+//   Bf16NeonBfmmla_4x32  ARMv8.6 / FEAT_BF16 (BFMMLA, e.g. Neoverse V1/V2/N2,
+//                     Graviton 3/4): 2 x 4 by 4 x 2 per instruction, twice
+//                     BFDOT's products; it sums as two BFDOTs do, in k order
+//   Bf16NeonBfdot_4x32  FEAT_BF16's BFDOT, lane-indexed. BFDOT rounds the sum of
+//                     its two products itself (round to odd), so these two
+//                     kernels differ from the others in the last bits
 //   Bf16Generic_4x32  any CPU: scalar loops giving the same sums as VDPBF16PS
 //                     (denormals aside: VDPBF16PS flushes them to zero)
 #include <cstdint>
@@ -18,7 +21,7 @@ namespace lemevit::backend::simd {
 
 template <class Arch>
 struct Bf16Generic_4x32 {
-  using Weights = PackedBf16Linear;
+  using Weights = PackedBf16Linear<2>;
   using Elem = std::uint16_t;
   static constexpr int rows = 4;
   static constexpr const char* path = "fallback";
@@ -64,7 +67,7 @@ struct Bf16Generic_4x32 {
 template <class Arch>
 struct Bf16Avx512_12x32 {
   static_assert(kLanes<Arch> == 16, "an AVX-512 kernel");
-  using Weights = PackedBf16Linear;
+  using Weights = PackedBf16Linear<2>;
   using Elem = std::uint16_t;
   static constexpr int rows = 12;
   static constexpr const char* path = "avx512_bf16";
@@ -128,6 +131,8 @@ struct Bf16Avx512_12x32 {
 // BFDOT, one lane-indexed k-pair of x per instruction.
 struct Bf16NeonDot {
   static constexpr int group = 2;
+  static constexpr const char* path = "neon_bfdot";
+  static constexpr const char* feature = "bf16";
   using Acc = float32x4_t;
   using Vec = bfloat16x8_t;
   static Vec load(const std::uint16_t* p) { return vreinterpretq_bf16_u16(vld1q_u16(p)); }
@@ -135,17 +140,32 @@ struct Bf16NeonDot {
   static Acc dot(Acc acc, Vec w, Vec x) { return vbfdotq_laneq_f32(acc, w, x, L); }
 };
 
-template <class Arch>
-struct Bf16NeonBfdot_4x32 : NeonLaneDotTile<Bf16NeonDot> {
-  static_assert(kLanes<Arch> == 4, "a NEON kernel");
-  using Weights = PackedBf16Linear;
-  using Elem = std::uint16_t;
-  static constexpr const char* path = "neon_bf16";
+// BFMMLA: a 2 x 4 block of two rows by a 4 x 2 block of two columns.
+struct Bf16NeonMmla {
+  static constexpr int group = 4;
+  static constexpr const char* path = "neon_bfmmla";
   static constexpr const char* feature = "bf16";
+  using Acc = float32x4_t;
+  using Rows = bfloat16x8_t;
+  using Cols = bfloat16x8_t;
+  static Rows rows(const std::uint16_t* r0, const std::uint16_t* r1) {
+    return vreinterpretq_bf16_u16(vcombine_u16(vld1_u16(r0), r1 ? vld1_u16(r1) : vdup_n_u16(0)));
+  }
+  static Cols cols(const std::uint16_t* p) { return vreinterpretq_bf16_u16(vld1q_u16(p)); }
+  static Acc mmla(Acc acc, Rows x, Cols w) { return vbfmmlaq_f32(acc, x, w); }
+};
+
+// A NEON bf16 kernel on `Tile` (NeonLaneDotTile or NeonMmlaTile of the above).
+template <class Arch, class Tile>
+struct Bf16Neon_4x32 : Tile {
+  static_assert(kLanes<Arch> == 4, "a NEON kernel");
+  using Weights = PackedBf16Linear<Tile::Ops::group>;
+  using Elem = std::uint16_t;
+  static constexpr const char* path = Tile::Ops::path;
+  static constexpr const char* feature = Tile::Ops::feature;
   struct RowParams {};
   static RowParams row_params(const float*, int) { return {}; }
-
-  // BFCVTN rounds to nearest even, as to_bf16 does.
+  // BFCVTN rounds to nearest even, as to_bf16 does; the padding up to the group is 0.
   static void convert(const float* x, int n, const RowParams&, Elem* dst) {
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -153,16 +173,20 @@ struct Bf16NeonBfdot_4x32 : NeonLaneDotTile<Bf16NeonDot> {
       vst1q_u16(dst + i, vreinterpretq_u16_bf16(v));
     }
     for (; i < n; ++i) dst[i] = to_bf16(x[i]);
-    if (n % 2) dst[n] = 0;
+    for (; i % Weights::group; ++i) dst[i] = 0;
   }
 
   template <int M, class Epi>
-  static void finish(const Acc<M>& acc, const RowParams*, const Weights&, int, const Epi& epi) {
+  static void finish(const typename Tile::template Acc<M>& acc, const RowParams*, const Weights&, int, const Epi& epi) {
     static_for<M>([&](auto r) {
-      static_for<8>([&](auto j) { epi(int(r), int(j), Batch<Arch>(acc.v[r][j])); });
+      static_for<8>([&](auto j) { epi(int(r), int(j), Batch<Arch>(Tile::row_sums(acc, r, j))); });
     });
   }
 };
+template <class Arch>
+using Bf16NeonBfdot_4x32 = Bf16Neon_4x32<Arch, NeonLaneDotTile<Bf16NeonDot>>;
+template <class Arch>
+using Bf16NeonBfmmla_4x32 = Bf16Neon_4x32<Arch, NeonMmlaTile<Bf16NeonMmla>>;
 #endif
 
 }  // namespace lemevit::backend::simd

@@ -3,9 +3,12 @@
 // instruction set; all give bitwise the same results (the sums are exact):
 //   Int8Vnni512_12x32  AVX512_VNNI: VPDPBUSD (uint8 x int8, four products per
 //                      int32 lane), 12 rows x 2 vectors of int32 accumulators
-//   Int8NeonDot_4x32   ARMv8.2+ dot product (SDOT, e.g. Cortex-A76/A78, Neoverse):
-//                      signed x signed, so activations are stored as q_x - 128
-//                      and 128 sum_k q_w is added back, exactly
+//   Int8NeonMmla_4x32  ARMv8.6 / FEAT_I8MM (USMMLA, e.g. Neoverse V1/V2/N2,
+//                      Graviton 3/4, Cortex-X2/A710 and later): uint8 x int8,
+//                      2 x 8 by 8 x 2 per instruction, twice SDOT's products
+//   Int8NeonDot_4x32   ARMv8.2+ dot product (SDOT, e.g. Cortex-A76/A78, the
+//                      Raspberry Pi 5): signed x signed, so activations are
+//                      stored as q_x - 128 and 128 sum_k q_w is added back, exactly
 //   Int8Generic_4x32   any CPU: scalar loops
 #include <cstdint>
 #include <cstring>
@@ -18,7 +21,7 @@ namespace lemevit::backend::simd {
 
 template <class Arch>
 struct Int8Generic_4x32 {
-  using Weights = PackedInt8Linear;
+  using Weights = PackedInt8Linear<4>;
   using Elem = std::uint8_t;
   static constexpr int rows = 4;
   static constexpr const char* path = "fallback";
@@ -78,7 +81,7 @@ struct Int8Generic_4x32 {
 template <class Arch>
 struct Int8Vnni512_12x32 {
   static_assert(kLanes<Arch> == 16, "an AVX-512 kernel");
-  using Weights = PackedInt8Linear;
+  using Weights = PackedInt8Linear<4>;
   using Elem = std::uint8_t;
   static constexpr int rows = 12;
   static constexpr const char* path = "avx512_vnni";
@@ -160,23 +163,51 @@ struct Int8Vnni512_12x32 {
 #endif
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
-// SDOT, one lane-indexed k-quad of x per instruction.
+// SDOT, one lane-indexed k-quad of x per instruction: signed x signed, so
+// the rows hold q_x - 128.
 struct Int8NeonDot {
-  static constexpr int group = 4;
+  static constexpr int group = 4, offset = 128;
+  static constexpr const char* path = "neon_dotprod";
+  static constexpr const char* feature = "asimddp";
+  using Elem = std::int8_t;
   using Acc = int32x4_t;
   using Vec = int8x16_t;
   static Vec load(const std::int8_t* p) { return vld1q_s8(p); }
   template <int L>
   static Acc dot(Acc acc, Vec w, Vec x) { return vdotq_laneq_s32(acc, w, x, L); }
 };
+#endif
 
-template <class Arch>
-struct Int8NeonDot_4x32 : NeonLaneDotTile<Int8NeonDot> {
+#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
+// USMMLA: unsigned rows (q_x as it is) by signed columns.
+struct Int8NeonMmla {
+  static constexpr int group = 8, offset = 0;
+  static constexpr const char* path = "neon_i8mm";
+  static constexpr const char* feature = "i8mm";
+  using Elem = std::uint8_t;
+  using Acc = int32x4_t;
+  using Rows = uint8x16_t;
+  using Cols = int8x16_t;
+  static Rows rows(const std::uint8_t* r0, const std::uint8_t* r1) {
+    return vcombine_u8(vld1_u8(r0), r1 ? vld1_u8(r1) : vdup_n_u8(0));
+  }
+  static Cols cols(const std::int8_t* p) { return vld1q_s8(p); }
+  static Acc mmla(Acc acc, Rows x, Cols w) { return vusmmlaq_s32(acc, x, w); }
+};
+#endif
+
+#if defined(__aarch64__) && (defined(__ARM_FEATURE_DOTPROD) || defined(__ARM_FEATURE_MATMUL_INT8))
+// A NEON int8 kernel on `Tile` (NeonLaneDotTile or NeonMmlaTile of the
+// above): Int8Generic_4x32's quantisation, vectorised, rows stored as
+// q_x - Ops::offset.
+template <class Arch, class Tile>
+struct Int8Neon_4x32 : Tile {
   static_assert(kLanes<Arch> == 4, "a NEON kernel");
-  using Weights = PackedInt8Linear;
-  using Elem = std::int8_t;  // q_x - 128
-  static constexpr const char* path = "neon_dotprod";
-  static constexpr const char* feature = "asimddp";
+  using Ops = typename Tile::Ops;
+  using Weights = PackedInt8Linear<Ops::group>;
+  using Elem = typename Ops::Elem;
+  static constexpr const char* path = Ops::path;
+  static constexpr const char* feature = Ops::feature;
   using RowParams = RowQuant;
 
   // min/max NaN-skipping like the generic loop: FMINNM/FMAXNM return the number.
@@ -196,35 +227,35 @@ struct Int8NeonDot_4x32 : NeonLaneDotTile<Int8NeonDot> {
     return row_quant_from_range(l, h);
   }
 
-  // quantise() of the generic kernel, minus 128; padding up to the group is 0
-  // (its weights are 0).
+  // quantise() minus the offset; the padding up to the group is 0 (its weights are 0).
   static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
     const float32x4_t inv = vdupq_n_f32(q.inv), zero = vdupq_n_f32(float(q.zero));
     const float32x4_t floor = vdupq_n_f32(0.0f), ceil = vdupq_n_f32(255.0f);
-    const int32x4_t offset = vdupq_n_s32(128);
+    const int32x4_t offset = vdupq_n_s32(Ops::offset);
     auto four = [&](const float* p) {
       float32x4_t t = vaddq_f32(vrndnq_f32(vmulq_f32(vld1q_f32(p), inv)), zero);
       t = vminnmq_f32(vmaxnmq_f32(t, floor), ceil);  // NaN -> 0
-      return vmovn_s32(vsubq_s32(vcvtq_s32_f32(t), offset));
+      return vmovn_u32(vreinterpretq_u32_s32(vsubq_s32(vcvtq_s32_f32(t), offset)));
     };
     int i = 0;
     for (; i + 16 <= n; i += 16) {
-      const int16x8_t lo = vcombine_s16(four(x + i), four(x + i + 4));
-      const int16x8_t hi = vcombine_s16(four(x + i + 8), four(x + i + 12));
-      vst1q_s8(dst + i, vcombine_s8(vmovn_s16(lo), vmovn_s16(hi)));
+      const uint16x8_t lo = vcombine_u16(four(x + i), four(x + i + 4));
+      const uint16x8_t hi = vcombine_u16(four(x + i + 8), four(x + i + 12));
+      vst1q_u8(reinterpret_cast<std::uint8_t*>(dst + i), vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)));
     }
-    for (; i < n; ++i) dst[i] = Elem(int(quantise(x[i], q)) - 128);
-    for (; i % 4; ++i) dst[i] = 0;
+    for (; i < n; ++i) dst[i] = Elem(int(quantise(x[i], q)) - Ops::offset);
+    for (; i % Weights::group; ++i) dst[i] = 0;
   }
 
   template <int M, class Epi>
-  static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
+  static void finish(const typename Tile::template Acc<M>& acc, const RowQuant* q, const Weights& w, int panel,
+                     const Epi& epi) {
     const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
     const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
     static_for<M>([&](auto r) {
       static_for<8>([&](auto j) {
-        // acc - 128 sum + (128 - z) sum = the generic kernel's acc - z sum, exactly.
-        const int32x4_t corrected = vmlaq_n_s32(acc.v[r][j], vld1q_s32(sums + 4 * j), 128 - q[r].zero);
+        // acc - offset sum + (offset - z) sum = the generic kernel's acc - z sum, exactly.
+        const int32x4_t corrected = vmlaq_n_s32(Tile::row_sums(acc, r, j), vld1q_s32(sums + 4 * j), Ops::offset - q[r].zero);
         float32x4_t y = vmulq_f32(vcvtq_f32_s32(corrected), vmulq_n_f32(vld1q_f32(scales + 4 * j), q[r].scale));
         // Kept a separate rounding: GCC would otherwise contract it with the
         // epilogue's bias addition into an FMA, unlike the generic kernel.
@@ -234,6 +265,14 @@ struct Int8NeonDot_4x32 : NeonLaneDotTile<Int8NeonDot> {
     });
   }
 };
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+template <class Arch>
+using Int8NeonDot_4x32 = Int8Neon_4x32<Arch, NeonLaneDotTile<Int8NeonDot>>;
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
+template <class Arch>
+using Int8NeonMmla_4x32 = Int8Neon_4x32<Arch, NeonMmlaTile<Int8NeonMmla>>;
 #endif
 
 }  // namespace lemevit::backend::simd

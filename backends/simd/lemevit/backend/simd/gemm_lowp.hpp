@@ -19,10 +19,13 @@
 // Then bias, GELU and the residual as in the fp32 epilogue (LinearEpilogue).
 //
 // Packed layout: output columns in panels of kLowpCols (zero-padded); within
-// a panel, k in groups of G (2 for bf16, 4 for int8, zero-padded), each group
-// storing its G values for every column contiguously: [group][column][G],
-// which is one 64-byte vector per 16 columns, the operand VDPBF16PS and
-// VPDPBUSD take.
+// a panel, k in groups of G (the kernel's: 2 or 4 for bf16, 4 or 8 for int8;
+// zero-padded), each group storing its G values for every column
+// contiguously: [group][column][G]. With G = 2 (bf16) or 4 (int8) that is one
+// 64-byte vector per 16 columns, the operand VDPBF16PS and VPDPBUSD take, or
+// one 16-byte vector per 4 columns for BFDOT and SDOT; with G = 4 (bf16) or 8
+// (int8) a 16-byte vector holds a G x 2 block of two columns, the operand of
+// ARM's BFMMLA and USMMLA.
 //
 // The driver converts a row tile of x into a stack buffer once per column
 // block (every panel of the block reuses it), in chunks of kLowpChunk values
@@ -111,9 +114,10 @@ inline void pack_bias(const float* b, int out, AlignedFloats& bias) {
   if (b) std::copy(b, b + out, bias.begin());
 }
 
-// bf16 weights, packed at load.
+// bf16 weights, packed at load in groups of G.
+template <int G>
 struct PackedBf16Linear {
-  static constexpr int group = 2;
+  static constexpr int group = G;
   AlignedVector<std::uint16_t> panels;
   AlignedFloats bias;
   int out = 0, in = 0;
@@ -127,9 +131,10 @@ struct PackedBf16Linear {
   }
 };
 
-// int8 weights with per-output-channel scales, packed at load.
+// int8 weights with per-output-channel scales, packed at load in groups of G.
+template <int G>
 struct PackedInt8Linear {
-  static constexpr int group = 4;
+  static constexpr int group = G;
   AlignedVector<std::int8_t> panels;
   AlignedFloats scale;                     // s_w per column (padding: 1)
   AlignedVector<std::int32_t> column_sum;  // sum_k q_w per column (padding: 0)
@@ -211,9 +216,11 @@ inline void neon_lane_dot(typename D::Acc (&acc)[M][8], const E* a, int lda, int
 }
 
 // What the NEON lane-dot kernels share: the 4 x 32 tile's accumulators, kept
-// as 8 vectors per row, and its loop. D as for neon_lane_dot.
+// as 8 vectors per row, and its loop. D as for neon_lane_dot, plus path and
+// feature (see gemm_bf16.hpp, gemm_int8.hpp).
 template <class D>
 struct NeonLaneDotTile {
+  using Ops = D;
   static constexpr int rows = 4;
   template <int M>
   struct Acc {
@@ -226,6 +233,72 @@ struct NeonLaneDotTile {
   template <int M, class E, class W>
   static void accumulate(Acc<M>& acc, const E* a, int lda, int groups, const W* b) {
     neon_lane_dot<D, M>(acc.v, a, lda, groups, b);
+  }
+  // Row r's sums for columns 4q..4q+3.
+  template <int M>
+  static typename D::Acc row_sums(const Acc<M>& acc, int r, int q) {
+    return acc.v[r][q];
+  }
+};
+#endif
+
+#if defined(__aarch64__) && (defined(__ARM_FEATURE_MATMUL_INT8) || defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC))
+// The loop of the NEON matrix-multiply kernels (USMMLA, BFMMLA): one
+// instruction multiplies a 2 x G block of two rows (8 bytes of each, joined)
+// by a G x 2 block of two columns (a 16-byte vector of a panel) into the 2 x 2
+// sums [r0c0 r0c1 r1c0 r1c1]. A 4 x 32 tile is two row pairs by 16 column
+// pairs, summed in two halves of 16 columns so that 16 accumulators, the row
+// pairs and the panel vectors fit the 32 NEON registers. An odd last row is
+// paired with zeros. The sums run in locals (see Bf16Avx512_12x32::accumulate).
+// D: group, Acc, Rows (row pair), Cols (column pair), rows(r0, r1 or nullptr),
+// cols(p), mmla(acc, rows, cols), plus path and feature.
+template <class D>
+struct NeonMmlaTile {
+  using Ops = D;
+  static constexpr int rows = 4;
+  template <int M>
+  struct Acc {
+    typename D::Acc v[(M + 1) / 2][16];  // [row pair][column pair]
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<(M + 1) / 2>([&](auto p) { static_for<16>([&](auto j) { acc.v[p][j] = typename D::Acc{}; }); });
+  }
+  template <int M, class E, class W>
+  static void accumulate(Acc<M>& acc, const E* a, int lda, int groups, const W* b) {
+    constexpr int P = (M + 1) / 2, G = D::group;
+    for (int half = 0; half < 2; ++half) {
+      typename D::Acc v[P][8];
+      static_for<P>([&](auto p) { static_for<8>([&](auto j) { v[p][j] = acc.v[p][8 * half + j]; }); });
+      const W* bh = b + half * 16 * G;
+      for (int g = 0; g < groups; ++g) {
+        typename D::Rows x[P];
+        static_for<P>([&](auto p) {
+          const E* r0 = a + std::ptrdiff_t(2 * p) * lda + g * G;
+          if constexpr (2 * p + 1 < M) x[p] = D::rows(r0, r0 + lda);
+          else x[p] = D::rows(r0, nullptr);
+        });
+        const W* bg = bh + std::ptrdiff_t(g) * kLowpCols * G;
+        static_for<8>([&](auto j) {
+          const typename D::Cols w = D::cols(bg + 2 * j * G);
+          static_for<P>([&](auto p) { v[p][j] = D::mmla(v[p][j], x[p], w); });
+        });
+      }
+      static_for<P>([&](auto p) { static_for<8>([&](auto j) { acc.v[p][8 * half + j] = v[p][j]; }); });
+    }
+  }
+  // Row r's sums for columns 4q..4q+3, out of the 2 x 2 blocks of column pairs 2q and 2q+1.
+  template <int M>
+  static typename D::Acc row_sums(const Acc<M>& acc, int r, int q) {
+    return mmla_row(acc.v[r / 2][2 * q], acc.v[r / 2][2 * q + 1], r % 2);
+  }
+  static int32x4_t mmla_row(int32x4_t lo, int32x4_t hi, int upper) {
+    const int64x2_t a = vreinterpretq_s64_s32(lo), b = vreinterpretq_s64_s32(hi);
+    return vreinterpretq_s32_s64(upper ? vzip2q_s64(a, b) : vzip1q_s64(a, b));
+  }
+  static float32x4_t mmla_row(float32x4_t lo, float32x4_t hi, int upper) {
+    const int64x2_t a = vreinterpretq_s64_f32(lo), b = vreinterpretq_s64_f32(hi);
+    return vreinterpretq_f32_s64(upper ? vzip2q_s64(a, b) : vzip1q_s64(a, b));
   }
 };
 #endif
