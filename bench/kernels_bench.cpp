@@ -35,17 +35,18 @@ void BM_FmaPeak(benchmark::State& state) {
 BENCHMARK(BM_FmaPeak)->Name("peak/fma")->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 
 // Linear layers: rows x in -> out, e.g. 3136 tokens through a 64 -> 256 MLP.
+template <class K>
 void BM_Linear(benchmark::State& state) {
   const int rows = int(state.range(0)), in = int(state.range(1)), out = int(state.range(2));
   bench::set_threads(int(state.range(3)));
   const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(rows) * in);
   std::vector<float> y(std::size_t(rows) * out);
-  K::LinearWeights packed;
+  typename K::LinearWeights packed;
   K::prepare_linear(w.data(), b.data(), out, in, packed);
   for (auto _ : state) K::linear(x.data(), rows, in, packed, y.data(), out, lemevit::Epilogue::Store);
   bench::count_flops(state, 2.0 * rows * in * out);
 }
-BENCHMARK(BM_Linear)
+BENCHMARK(BM_Linear<K>)
     ->Name("kernel/linear")
     ->ArgNames({"rows", "in", "out", "threads"})
     ->ArgsProduct({{3136}, {64}, {192, 256}, {1, 2}})
@@ -54,12 +55,14 @@ BENCHMARK(BM_Linear)
     ->ArgsProduct({{196}, {192}, {576, 768}, {1, 2}})
     ->ArgsProduct({{49}, {320}, {960, 1280}, {1, 2}})
     ->ArgsProduct({{784}, {576}, {128}, {1, 2}})  // downsample conv as im2col GEMM
+    ->ArgsProduct({{12544}, {27}, {32}, {1, 2}})  // the stem's convs
+    ->ArgsProduct({{3136}, {288}, {64}, {1, 2}})
     ->UseRealTime();
 
 #if defined(LEMEVIT_BENCH_SIMD)
 // The bf16 and int8 micro-kernels by tile and instruction set (the `lemevit`
 // fp32 kernel above is the baseline), at the same shapes.
-template <class Kernel>
+template <class Kernel, class Arch>
 void BM_LinearLowp(benchmark::State& state) {
   const int rows = int(state.range(0)), in = int(state.range(1)), out = int(state.range(2));
   bench::set_threads(int(state.range(3)));
@@ -68,14 +71,14 @@ void BM_LinearLowp(benchmark::State& state) {
   typename Kernel::Weights packed;
   packed.pack(w.data(), b.data(), out, in);
   for (auto _ : state)
-    lemevit::backend::simd::gemm_lowp<xsimd::default_arch, lemevit::Epilogue::Store, Kernel>(
+    lemevit::backend::simd::gemm_lowp<Arch, lemevit::Epilogue::Store, Kernel>(
         x.data(), rows, in, packed, y.data(), out);
   bench::count_flops(state, 2.0 * rows * in * out);
 }
 
-template <class Kernel>
+template <class Kernel, class Arch = xsimd::default_arch>
 void register_lowp(const char* name) {
-  benchmark::RegisterBenchmark(name, BM_LinearLowp<Kernel>)
+  benchmark::RegisterBenchmark(name, BM_LinearLowp<Kernel, Arch>)
       ->ArgNames({"rows", "in", "out", "threads"})
       ->ArgsProduct({{3136}, {64}, {256}, {1, 2}})
       ->ArgsProduct({{3136}, {256}, {64}, {1, 2}})
@@ -83,6 +86,8 @@ void register_lowp(const char* name) {
       ->ArgsProduct({{196}, {192}, {768}, {1, 2}})
       ->ArgsProduct({{49}, {320}, {1280}, {1, 2}})
       ->ArgsProduct({{784}, {576}, {128}, {1, 2}})
+      ->ArgsProduct({{12544}, {27}, {32}, {1, 2}})
+      ->ArgsProduct({{3136}, {288}, {64}, {1, 2}})
       ->UseRealTime();
 }
 
@@ -97,6 +102,17 @@ const bool lowp_registered = [] {
   register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");
 #endif
   register_lowp<s::Int8Generic_4x32<A>>("kernel/linear_int8/generic_4x32");
+#if defined(__AVXVNNI__)
+  using Avx2 = xsimd::fma3<xsimd::avx2>;  // AVX-VNNI is the int8 path of AVX2 builds
+  register_lowp<s::Int8AvxVnni_6x32<Avx2>, Avx2>("kernel/linear_int8/avx_vnni_6x32");
+  benchmark::RegisterBenchmark("kernel/linear_fp32/avx2", BM_Linear<lemevit::Kernels<lemevit::backend::Simd<Avx2>>>)
+      ->ArgNames({"rows", "in", "out", "threads"})
+      ->ArgsProduct({{3136}, {64}, {256}, {1}})
+      ->ArgsProduct({{3136}, {256}, {64}, {1}})
+      ->ArgsProduct({{784}, {128}, {512}, {1}})
+      ->ArgsProduct({{196}, {192}, {768}, {1}})
+      ->UseRealTime();
+#endif
 #if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
   register_lowp<s::Bf16NeonBfmmla_4x32<A>>("kernel/linear_bf16/neon_bfmmla_4x32");
   register_lowp<s::Bf16NeonBfdot_4x32<A>>("kernel/linear_bf16/neon_bfdot_4x32");

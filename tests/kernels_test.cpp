@@ -438,15 +438,14 @@ TEMPLATE_TEST_CASE("bf16 and int8 linear equal the Reference on rounded or quant
         }
 }
 
-// y = GELU(x W^T + b) through micro-kernel K, on weights packed in its layout.
-template <class K>
+// y = GELU(x W^T + b) through micro-kernel K for Arch, on weights packed in its layout.
+template <class K, class Arch = xsimd::default_arch>
 std::vector<float> lowp_gelu_linear(const std::vector<float>& x, const LinearShape& sh,
                                     const std::vector<float>& w, const std::vector<float>& b) {
   typename K::Weights packed;
   packed.pack(w.data(), b.data(), sh.out, sh.in);
   std::vector<float> y(std::size_t(sh.rows) * sh.out);
-  lemevit::backend::simd::gemm_lowp<xsimd::default_arch, Epilogue::Gelu, K>(x.data(), sh.rows, sh.in,
-                                                                             packed, y.data(), sh.out);
+  lemevit::backend::simd::gemm_lowp<Arch, Epilogue::Gelu, K>(x.data(), sh.rows, sh.in, packed, y.data(), sh.out);
   return y;
 }
 
@@ -458,10 +457,12 @@ std::vector<float> lowp_gelu_linear(const std::vector<float>& x, const LinearSha
 TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bitwise", "[simd][linear][lowp]") {
   using Arch = xsimd::default_arch;
   namespace s = lemevit::backend::simd;
-  // Rows around the 4- and 12-row tiles (pairs for MMLA: odd tails), k around
-  // every group (2, 4, 8) and past one 4096-value chunk, columns around panels.
+  // Rows around the 4-, 6- and 12-row tiles (pairs for MMLA: odd tails), k
+  // around every group (2, 4, 8), the 32 values of a conversion step and past
+  // one 4096-value chunk, columns around panels.
   const LinearShape shapes[] = {{3136, 64, 256}, {37, 333, 70}, {13, 5000, 40}, {5, 3, 1},
-                                {6, 17, 64},     {7, 9, 33},    {3, 4097, 5},  {2, 8, 32}};
+                                {6, 17, 64},     {7, 9, 33},    {3, 4097, 5},  {2, 8, 32},
+                                {11, 31, 40},    {17, 65, 96}};
   int compared = 0;
   std::uint32_t seed = 900;
   for (const auto& sh : shapes) {
@@ -481,6 +482,13 @@ TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bit
 #endif
 #if defined(__AVX512VNNI__)
     same_as(lowp_gelu_linear<s::Int8Vnni512_12x32<Arch>>(x, sh, w, b), int8, "avx512_vnni");
+#endif
+#if defined(__AVXVNNI__)
+    {  // an AVX2 kernel: against the generic one with AVX2's epilogue
+      using Avx2 = xsimd::fma3<xsimd::avx2>;
+      same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b),
+              lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx_vnni");
+    }
 #endif
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
     same_as(lowp_gelu_linear<s::Int8NeonDot_4x32<Arch>>(x, sh, w, b), int8, "neon_dotprod");

@@ -267,6 +267,14 @@ TEST_CASE("a model built for a CPU feature the CPU lacks is refused at load, nam
     refused([&] { return Small::load(path); }, "avx512bw");
     refused([&] { return Small::random(1); }, "avx512f");
   }
+#if defined(__AVXVNNI__) && defined(__FMA__)
+  {  // the AVX2 backend's int8 products (AVX-VNNI), checked by the same call Model::load makes
+    using Avx2Int8 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Int8>>;
+    REQUIRE(std::string(Avx2Int8::gemm_path()) == "avx_vnni");
+    Hide hide("avx_vnni");
+    CHECK_THROWS_WITH(Avx2Int8::check_cpu(), Catch::Contains("avx_vnni") && Catch::Contains("this CPU lacks"));
+  }
+#endif
   // Hiding what the type does not use changes nothing; nor does hiding nothing.
   if (const char* f = Kernels<Int8::Backend>::gemm_feature()) {
     Hide hide(f);

@@ -13,6 +13,9 @@
 
 #include "lemevit/error.hpp"
 
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
@@ -21,7 +24,7 @@
 namespace lemevit::cpu {
 
 // Names as in /proc/cpuinfo: avx2, fma, avx512f, avx512cd, avx512dq,
-// avx512bw, avx512_bf16, avx512_vnni; on aarch64 asimddp (dot product), bf16
+// avx512bw, avx512_bf16, avx512_vnni, avx_vnni; on aarch64 asimddp (dot product), bf16
 // and i8mm.
 inline bool detected(std::string_view f) {
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
@@ -34,6 +37,10 @@ inline bool detected(std::string_view f) {
   if (f == "avx512bw") return __builtin_cpu_supports("avx512bw");
   if (f == "avx512_bf16") return __builtin_cpu_supports("avx512bf16");
   if (f == "avx512_vnni") return __builtin_cpu_supports("avx512vnni");
+  if (f == "avx_vnni") {  // CPUID.(7,1):EAX[4]; GCC 12's __builtin_cpu_supports misses it
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+  }
 #elif defined(__aarch64__) && defined(__linux__)
   if (f == "asimddp") return getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
   if (f == "bf16") return getauxval(AT_HWCAP2) & HWCAP2_BF16;

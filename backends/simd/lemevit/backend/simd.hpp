@@ -70,8 +70,14 @@ struct GemmKernel<Arch, Precision::Bf16> {
 };
 template <class Arch>
 struct GemmKernel<Arch, Precision::Int8> {
-#if defined(__AVX512VNNI__)
+#if defined(__AVX512VNNI__) && defined(__AVXVNNI__)
+  using type = std::conditional_t<
+      kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>,
+      std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8AvxVnni_6x32<Arch>, Int8Generic_4x32<Arch>>>;
+#elif defined(__AVX512VNNI__)
   using type = std::conditional_t<kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>, Int8Generic_4x32<Arch>>;
+#elif defined(__AVXVNNI__)
+  using type = std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8AvxVnni_6x32<Arch>, Int8Generic_4x32<Arch>>;
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
   using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Int8NeonMmla_4x32<Arch>,
                                   Int8Generic_4x32<Arch>>;
@@ -94,8 +100,8 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   using LinearWeights = typename Gemm::Weights;
 
   // The instruction set the products run on: "avx512", "avx2", ... for fp32;
-  // "avx512_bf16", "avx512_vnni", "neon_bfmmla", "neon_i8mm", "neon_dotprod"
-  // or "fallback"
+  // "avx512_bf16", "avx512_vnni", "avx_vnni", "neon_bfmmla", "neon_i8mm",
+  // "neon_dotprod" or "fallback"
   // (portable loops) otherwise.
   static constexpr const char* gemm_path() { return Gemm::path; }
 

@@ -3,6 +3,9 @@
 // instruction set; all give bitwise the same results (the sums are exact):
 //   Int8Vnni512_12x32  AVX512_VNNI: VPDPBUSD (uint8 x int8, four products per
 //                      int32 lane), 12 rows x 2 vectors of int32 accumulators
+//   Int8AvxVnni_6x32   AVX-VNNI (the VEX VPDPBUSD of AVX2-only CPUs: Alder Lake
+//                      and later, Zen 5 client): 6 rows x 4 vectors of 8 lanes,
+//                      summed in two halves of 16 columns (16 registers)
 //   Int8NeonMmla_4x32  ARMv8.6 / FEAT_I8MM (USMMLA, e.g. Neoverse V1/V2/N2,
 //                      Graviton 3/4, Cortex-X2/A710 and later): uint8 x int8,
 //                      2 x 8 by 8 x 2 per instruction, twice SDOT's products
@@ -155,6 +158,117 @@ struct Int8Vnni512_12x32 {
         // the epilogue's bias addition into an FMA, differently per tile height.
         const __m512 y = _mm512_mul_round_ps(_mm512_cvtepi32_ps(corrected), _mm512_mul_ps(s, _mm512_loadu_ps(scales + 16 * v)),
                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        epi(int(r), int(v), Batch<Arch>(y));
+      });
+    });
+  }
+};
+#endif
+
+#if defined(__AVXVNNI__)
+template <class Arch>
+struct Int8AvxVnni_6x32 {
+  static_assert(kLanes<Arch> == 8, "an AVX2 kernel");
+  using Weights = PackedInt8Linear<4>;
+  using Elem = std::uint8_t;
+  static constexpr int rows = 6;
+  static constexpr const char* path = "avx_vnni";
+  static constexpr const char* feature = "avx_vnni";
+  using RowParams = RowQuant;
+
+  // MINPS/MAXPS return their second operand for a NaN: the accumulator.
+  static RowQuant row_params(const float* x, int n) {
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_loadu_ps(x + i);
+      lo = _mm256_min_ps(v, lo);
+      hi = _mm256_max_ps(v, hi);
+    }
+    alignas(32) float l[8], h[8];
+    _mm256_store_ps(l, lo);
+    _mm256_store_ps(h, hi);
+    float mn = 0.0f, mx = 0.0f;
+    for (int j = 0; j < 8; ++j) mn = std::min(mn, l[j]), mx = std::max(mx, h[j]);
+    for (; i < n; ++i) {
+      if (x[i] < mn) mn = x[i];
+      if (x[i] > mx) mx = x[i];
+    }
+    return row_quant_from_range(mn, mx);
+  }
+
+  // quantise(), 32 values at a time (two saturating packs and a lane shuffle),
+  // then 8.
+  static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
+    const __m256 inv = _mm256_set1_ps(q.inv), zero = _mm256_set1_ps(float(q.zero));
+    const __m256 floor = _mm256_setzero_ps(), ceil = _mm256_set1_ps(255.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    auto eight = [&](const float* p) {
+      __m256 t = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(p), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zero);
+      t = _mm256_min_ps(_mm256_max_ps(t, floor), ceil);  // max_ps(NaN, 0) = 0
+      return _mm256_cvtps_epi32(t);
+    };
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+      const __m256i ab = _mm256_packus_epi32(eight(x + i), eight(x + i + 8));
+      const __m256i cd = _mm256_packus_epi32(eight(x + i + 16), eight(x + i + 24));
+      const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), bytes);
+    }
+    for (; i + 8 <= n; i += 8) {
+      const __m256i t = eight(x + i);
+      const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + i), _mm_packus_epi16(words, words));
+    }
+    for (; i < n; ++i) dst[i] = quantise(x[i], q);
+    for (; i % Weights::group; ++i) dst[i] = 0;
+  }
+
+  template <int M>
+  struct Acc {
+    __m256i v[M][4];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { static_for<4>([&](auto j) { acc.v[r][j] = _mm256_setzero_si256(); }); });
+  }
+
+  // The sums run in locals (see Bf16Avx512_12x32::accumulate).
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+    for (int half = 0; half < 2; ++half) {
+      __m256i v[M][2];
+      static_for<M>([&](auto r) { v[r][0] = acc.v[r][2 * half], v[r][1] = acc.v[r][2 * half + 1]; });
+      const std::int8_t* bh = b + half * 64;
+      for (int g = 0; g < groups; ++g, bh += 4 * kLowpCols) {
+        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bh));
+        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bh + 32));
+        static_for<M>([&](auto r) {
+          std::int32_t quad;
+          std::memcpy(&quad, a + std::ptrdiff_t(r) * lda + 4 * g, sizeof quad);
+          const __m256i x = _mm256_set1_epi32(quad);
+          v[r][0] = _mm256_dpbusd_avx_epi32(v[r][0], x, b0);
+          v[r][1] = _mm256_dpbusd_avx_epi32(v[r][1], x, b1);
+        });
+      }
+      static_for<M>([&](auto r) { acc.v[r][2 * half] = v[r][0], acc.v[r][2 * half + 1] = v[r][1]; });
+    }
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
+    const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
+    const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
+    static_for<M>([&](auto r) {
+      const __m256i z = _mm256_set1_epi32(q[r].zero);
+      const __m256 s = _mm256_set1_ps(q[r].scale);
+      static_for<4>([&](auto v) {
+        const __m256i sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 8 * v));
+        const __m256i corrected = _mm256_sub_epi32(acc.v[r][v], _mm256_mullo_epi32(z, sum));
+        __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(corrected), _mm256_mul_ps(s, _mm256_loadu_ps(scales + 8 * v)));
+        // Kept a separate rounding: GCC would otherwise contract it with the
+        // epilogue's bias addition into an FMA, unlike the generic kernel.
+        __asm__("" : "+x"(y));
         epi(int(r), int(v), Batch<Arch>(y));
       });
     });
