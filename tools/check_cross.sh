@@ -25,7 +25,9 @@ meson test -C build-aarch64 --print-errorlogs --timeout-multiplier 4
 # backend (kernels_test: fp32, bf16 and int8 at the model's and awkward shapes)
 # and the fuzz corpora.
 native_avx512=false
-echo | ${CXX:-c++} -march=native -dM -E - 2>/dev/null | grep -q __AVX512F__ && native_avx512=true
+# grep reads all of it: with pipefail, grep -q exiting at the first match could
+# SIGPIPE the compiler and fail the pipeline (seen: the AVX2 build skipped).
+echo | ${CXX:-c++} -march=native -dM -E - 2>/dev/null | grep __AVX512F__ >/dev/null && native_avx512=true
 if $native_avx512; then other=avx2; else other=avx512; fi
 echo "== $other build =="
 [ -d "build-$other" ] || meson setup "build-$other" -Dcpu="$other" -Dgolden=false -Dbench=disabled -Dcli=false
