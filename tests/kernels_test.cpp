@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <random>
 #include <sstream>
@@ -503,6 +504,39 @@ TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bit
     seed += 3;
   }
   if (compared == 0) SUCCEED("this build has no instruction-set bf16 or int8 kernel");
+}
+
+// NaN and infinities in an int8 operand: the row range skips NaN, an
+// infinite range falls back to scale 1 and zero point 0, and quantisation
+// sends NaN to 0 and clamps the rest (gemm_lowp.hpp), so the logits stay
+// finite, the same bits in every kernel, in the vector body (64 values a
+// step on AVX-512) and in the tails.
+TEST_CASE("the int8 kernels quantise NaN and infinities as the portable one does", "[simd][linear][lowp]") {
+  using Arch = xsimd::default_arch;
+  namespace s = lemevit::backend::simd;
+  const LinearShape sh{6, 100, 40};
+  auto x = random_vector(std::size_t(sh.rows) * sh.in, 950, -4.0f, 4.0f);
+  const float inf = std::numeric_limits<float>::infinity();
+  x[3] = std::numeric_limits<float>::quiet_NaN();   // row 0: NaN in the body
+  x[97] = std::numeric_limits<float>::quiet_NaN();  // and in the tail
+  x[100 + 10] = inf;                                  // row 1: +inf
+  x[200 + 70] = -inf;                                 // row 2: -inf in the tail
+  x[300 + 5] = 1e30f;                                 // row 3: beyond the int range
+  x[400 + 64] = -1e30f;                               // row 4
+  const auto w = random_vector(std::size_t(sh.out) * sh.in, 951);
+  const auto b = random_vector(std::size_t(sh.out), 952);
+  const auto portable = lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b);
+  for (float v : portable) REQUIRE(std::isfinite(v));
+  const auto selected = lowp_gelu_linear<typename s::GemmKernel<Arch, Precision::Int8>::type>(x, sh, w, b);
+  REQUIRE(same_bits(selected, portable));
+#if defined(__AVXVNNI__)
+  using Avx2 = xsimd::fma3<xsimd::avx2>;
+  REQUIRE(same_bits(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b),
+                    lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b)));
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+  REQUIRE(same_bits(lowp_gelu_linear<s::Int8NeonDot_4x32<Arch>>(x, sh, w, b), portable));
+#endif
 }
 
 TEMPLATE_TEST_CASE("bf16 and int8 linear are bitwise deterministic per row",
