@@ -76,10 +76,9 @@ void BM_LinearLowp(benchmark::State& state) {
   bench::count_flops(state, 2.0 * rows * in * out);
 }
 
-template <class Kernel, class Arch = xsimd::default_arch>
-void register_lowp(const char* name) {
-  benchmark::RegisterBenchmark(name, BM_LinearLowp<Kernel, Arch>)
-      ->ArgNames({"rows", "in", "out", "threads"})
+// The shapes the micro-kernels are compared at: one per kind of Linear layer.
+void lowp_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "in", "out", "threads"})
       ->ArgsProduct({{3136}, {64}, {256}, {1, 2}})
       ->ArgsProduct({{3136}, {256}, {64}, {1, 2}})
       ->ArgsProduct({{784}, {128}, {512}, {1, 2}})
@@ -89,6 +88,11 @@ void register_lowp(const char* name) {
       ->ArgsProduct({{12544}, {27}, {32}, {1, 2}})
       ->ArgsProduct({{3136}, {288}, {64}, {1, 2}})
       ->UseRealTime();
+}
+
+template <class Kernel, class Arch = xsimd::default_arch>
+void register_lowp(const char* name) {
+  benchmark::RegisterBenchmark(name, BM_LinearLowp<Kernel, Arch>)->Apply(lowp_shapes);
 }
 
 const bool lowp_registered = [] {
@@ -106,12 +110,7 @@ const bool lowp_registered = [] {
   using Avx2 = xsimd::fma3<xsimd::avx2>;  // AVX-VNNI is the int8 path of AVX2 builds
   register_lowp<s::Int8AvxVnni_6x32<Avx2>, Avx2>("kernel/linear_int8/avx_vnni_6x32");
   benchmark::RegisterBenchmark("kernel/linear_fp32/avx2", BM_Linear<lemevit::Kernels<lemevit::backend::Simd<Avx2>>>)
-      ->ArgNames({"rows", "in", "out", "threads"})
-      ->ArgsProduct({{3136}, {64}, {256}, {1}})
-      ->ArgsProduct({{3136}, {256}, {64}, {1}})
-      ->ArgsProduct({{784}, {128}, {512}, {1}})
-      ->ArgsProduct({{196}, {192}, {768}, {1}})
-      ->UseRealTime();
+      ->Apply(lowp_shapes);
 #endif
 #if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
   register_lowp<s::Bf16NeonBfmmla_4x32<A>>("kernel/linear_bf16/neon_bfmmla_4x32");

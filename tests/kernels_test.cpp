@@ -450,14 +450,55 @@ std::vector<float> lowp_gelu_linear(const std::vector<float>& x, const LinearSha
   return y;
 }
 
-// Every instruction-set micro-kernel this build has against a portable one:
-// the int8 sums are exact and VDPBF16PS sums as the generic bf16 kernel does,
-// so those are bitwise equal. NEON's BFDOT rounds its pair sums itself (round
-// to odd): the selected NEON bf16 kernel is checked against the Reference
-// above, and BFMMLA, which sums as two BFDOTs in k order, against BFDOT here.
-TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bitwise", "[simd][linear][lowp]") {
+// Every instruction-set micro-kernel this build has against a portable one
+// on the same operands (the bf16 ones only if `bf16`); returns how many were
+// compared. The int8 sums are exact and VDPBF16PS sums as the generic bf16
+// kernel does, so those are bitwise equal. NEON's BFDOT rounds its pair sums
+// itself (round to odd): the selected NEON bf16 kernel is checked against the
+// Reference above, and BFMMLA, which sums as two BFDOTs in k order, against
+// BFDOT here.
+int compare_lowp_kernels(const std::vector<float>& x, const LinearShape& sh, const std::vector<float>& w,
+                         const std::vector<float>& b, bool bf16) {
   using Arch = xsimd::default_arch;
   namespace s = lemevit::backend::simd;
+  int compared = 0;
+  [[maybe_unused]] auto same_as = [&](const std::vector<float>& fast, const std::vector<float>& portable,
+                                      const char* what) {
+    INFO(what);
+    REQUIRE(same_bits(fast, portable));
+    ++compared;
+  };
+  [[maybe_unused]] const auto int8 = lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b);
+#if defined(__AVX512BF16__)
+  if (bf16)
+    same_as(lowp_gelu_linear<s::Bf16Avx512_12x32<Arch>>(x, sh, w, b),
+            lowp_gelu_linear<s::Bf16Generic_4x32<Arch>>(x, sh, w, b), "avx512_bf16");
+#endif
+#if defined(__AVX512VNNI__)
+  same_as(lowp_gelu_linear<s::Int8Vnni512_12x32<Arch>>(x, sh, w, b), int8, "avx512_vnni");
+#endif
+#if defined(__AVXVNNI__)
+  {  // an AVX2 kernel: against the generic one with AVX2's epilogue
+    using Avx2 = xsimd::fma3<xsimd::avx2>;
+    same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b),
+            lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx_vnni");
+  }
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+  same_as(lowp_gelu_linear<s::Int8NeonDot_4x32<Arch>>(x, sh, w, b), int8, "neon_dotprod");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
+  same_as(lowp_gelu_linear<s::Int8NeonMmla_4x32<Arch>>(x, sh, w, b), int8, "neon_i8mm");
+#endif
+#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+  if (bf16)
+    same_as(lowp_gelu_linear<s::Bf16NeonBfmmla_4x32<Arch>>(x, sh, w, b),
+            lowp_gelu_linear<s::Bf16NeonBfdot_4x32<Arch>>(x, sh, w, b), "neon_bfmmla vs neon_bfdot");
+#endif
+  return compared;
+}
+
+TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bitwise", "[simd][linear][lowp]") {
   // Rows around the 4-, 6- and 12-row tiles (pairs for MMLA: odd tails), k
   // around every group (2, 4, 8), the 32 values of a conversion step and past
   // one 4096-value chunk, columns around panels.
@@ -468,39 +509,9 @@ TEST_CASE("the instruction-set bf16 and int8 kernels equal the portable ones bit
   std::uint32_t seed = 900;
   for (const auto& sh : shapes) {
     INFO("rows " << sh.rows << " in " << sh.in << " out " << sh.out);
-    const auto x = random_vector(std::size_t(sh.rows) * sh.in, seed, -4.0f, 4.0f);
-    const auto w = random_vector(std::size_t(sh.out) * sh.in, seed + 1);
-    const auto b = random_vector(std::size_t(sh.out), seed + 2);
-    [[maybe_unused]] auto same_as = [&](auto fast, auto portable, const char* what) {
-      INFO(what);
-      REQUIRE(same_bits(fast, portable));
-      ++compared;
-    };
-    [[maybe_unused]] const auto bf16 = lowp_gelu_linear<s::Bf16Generic_4x32<Arch>>(x, sh, w, b);
-    [[maybe_unused]] const auto int8 = lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b);
-#if defined(__AVX512BF16__)
-    same_as(lowp_gelu_linear<s::Bf16Avx512_12x32<Arch>>(x, sh, w, b), bf16, "avx512_bf16");
-#endif
-#if defined(__AVX512VNNI__)
-    same_as(lowp_gelu_linear<s::Int8Vnni512_12x32<Arch>>(x, sh, w, b), int8, "avx512_vnni");
-#endif
-#if defined(__AVXVNNI__)
-    {  // an AVX2 kernel: against the generic one with AVX2's epilogue
-      using Avx2 = xsimd::fma3<xsimd::avx2>;
-      same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b),
-              lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx_vnni");
-    }
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
-    same_as(lowp_gelu_linear<s::Int8NeonDot_4x32<Arch>>(x, sh, w, b), int8, "neon_dotprod");
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
-    same_as(lowp_gelu_linear<s::Int8NeonMmla_4x32<Arch>>(x, sh, w, b), int8, "neon_i8mm");
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
-    same_as(lowp_gelu_linear<s::Bf16NeonBfmmla_4x32<Arch>>(x, sh, w, b),
-            lowp_gelu_linear<s::Bf16NeonBfdot_4x32<Arch>>(x, sh, w, b), "neon_bfmmla vs neon_bfdot");
-#endif
+    compared += compare_lowp_kernels(random_vector(std::size_t(sh.rows) * sh.in, seed, -4.0f, 4.0f), sh,
+                                     random_vector(std::size_t(sh.out) * sh.in, seed + 1),
+                                     random_vector(std::size_t(sh.out), seed + 2), true);
     seed += 3;
   }
   if (compared == 0) SUCCEED("this build has no instruction-set bf16 or int8 kernel");
@@ -525,18 +536,8 @@ TEST_CASE("the int8 kernels quantise NaN and infinities as the portable one does
   x[400 + 64] = -1e30f;                               // row 4
   const auto w = random_vector(std::size_t(sh.out) * sh.in, 951);
   const auto b = random_vector(std::size_t(sh.out), 952);
-  const auto portable = lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b);
-  for (float v : portable) REQUIRE(std::isfinite(v));
-  const auto selected = lowp_gelu_linear<typename s::GemmKernel<Arch, Precision::Int8>::type>(x, sh, w, b);
-  REQUIRE(same_bits(selected, portable));
-#if defined(__AVXVNNI__)
-  using Avx2 = xsimd::fma3<xsimd::avx2>;
-  REQUIRE(same_bits(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b),
-                    lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b)));
-#endif
-#if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
-  REQUIRE(same_bits(lowp_gelu_linear<s::Int8NeonDot_4x32<Arch>>(x, sh, w, b), portable));
-#endif
+  for (float v : lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b)) REQUIRE(std::isfinite(v));
+  compare_lowp_kernels(x, sh, w, b, false);
 }
 
 TEMPLATE_TEST_CASE("bf16 and int8 linear are bitwise deterministic per row",

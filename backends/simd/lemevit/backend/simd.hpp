@@ -46,7 +46,8 @@ struct Simd {};
 
 namespace backend::simd {
 // The micro-kernel of a precision on an instruction set: for bf16/int8 the
-// AVX-512 extension's where the compiler targets it, else the generic one.
+// one of the extension the compiler targets for that vector width (AVX-512,
+// AVX-VNNI, NEON's), else the generic one.
 template <class Arch>
 struct Fp32Kernel {
   using Weights = PackedLinear<Arch>;
@@ -70,14 +71,14 @@ struct GemmKernel<Arch, Precision::Bf16> {
 };
 template <class Arch>
 struct GemmKernel<Arch, Precision::Int8> {
-#if defined(__AVX512VNNI__) && defined(__AVXVNNI__)
-  using type = std::conditional_t<
-      kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>,
-      std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8AvxVnni_6x32<Arch>, Int8Generic_4x32<Arch>>>;
-#elif defined(__AVX512VNNI__)
-  using type = std::conditional_t<kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>, Int8Generic_4x32<Arch>>;
-#elif defined(__AVXVNNI__)
-  using type = std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8AvxVnni_6x32<Arch>, Int8Generic_4x32<Arch>>;
+  // AVX-VNNI serves the AVX2 arches, also in a build that targets AVX-512 VNNI.
+#if defined(__AVXVNNI__)
+  using X86 = std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8AvxVnni_6x32<Arch>, Int8Generic_4x32<Arch>>;
+#else
+  using X86 = Int8Generic_4x32<Arch>;
+#endif
+#if defined(__AVX512VNNI__)
+  using type = std::conditional_t<kLanes<Arch> == 16, Int8Vnni512_12x32<Arch>, X86>;
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_MATMUL_INT8)
   using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Int8NeonMmla_4x32<Arch>,
                                   Int8Generic_4x32<Arch>>;
@@ -85,7 +86,7 @@ struct GemmKernel<Arch, Precision::Int8> {
   using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Int8NeonDot_4x32<Arch>,
                                   Int8Generic_4x32<Arch>>;
 #else
-  using type = Int8Generic_4x32<Arch>;
+  using type = X86;
 #endif
 };
 }  // namespace backend::simd

@@ -31,14 +31,7 @@ struct Int8Generic_4x32 {
   static constexpr const char* feature = nullptr;  // the CPU feature it needs
   using RowParams = RowQuant;
 
-  static RowQuant row_params(const float* x, int n) {
-    float lo = 0.0f, hi = 0.0f;  // NaN is skipped
-    for (int i = 0; i < n; ++i) {
-      if (x[i] < lo) lo = x[i];
-      if (x[i] > hi) hi = x[i];
-    }
-    return row_quant_from_range(lo, hi);
-  }
+  static RowQuant row_params(const float* x, int n) { return row_quant_from_tail(x, 0, n, 0.0f, 0.0f); }
 
   static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
     int i = 0;
@@ -213,11 +206,7 @@ struct Int8AvxVnni_6x32 {
     _mm256_store_ps(h, hi);
     float mn = 0.0f, mx = 0.0f;
     for (int j = 0; j < 8; ++j) mn = std::min(mn, l[j]), mx = std::max(mx, h[j]);
-    for (; i < n; ++i) {
-      if (x[i] < mn) mn = x[i];
-      if (x[i] > mx) mx = x[i];
-    }
-    return row_quant_from_range(mn, mx);
+    return row_quant_from_tail(x, i, n, mn, mx);
   }
 
   // quantise(), 32 values at a time (two saturating packs and a lane shuffle),
@@ -356,12 +345,7 @@ struct Int8Neon_4x32 : Tile {
       lo = vminnmq_f32(lo, v);
       hi = vmaxnmq_f32(hi, v);
     }
-    float l = vminnmvq_f32(lo), h = vmaxnmvq_f32(hi);
-    for (; i < n; ++i) {
-      if (x[i] < l) l = x[i];
-      if (x[i] > h) h = x[i];
-    }
-    return row_quant_from_range(l, h);
+    return row_quant_from_tail(x, i, n, vminnmvq_f32(lo), vmaxnmvq_f32(hi));
   }
 
   // quantise() minus the offset; the padding up to the group is 0 (its weights are 0).

@@ -86,6 +86,17 @@ inline RowQuant row_quant_from_range(float lo, float hi) {
   return q;
 }
 
+// row_quant_from_range of x[i, n) joined with [lo, hi], the range of x[0, i)
+// a vector loop found (lo <= 0 <= hi): the generic kernel's comparisons,
+// which skip NaN.
+inline RowQuant row_quant_from_tail(const float* x, int i, int n, float lo, float hi) {
+  for (; i < n; ++i) {
+    if (x[i] < lo) lo = x[i];
+    if (x[i] > hi) hi = x[i];
+  }
+  return row_quant_from_range(lo, hi);
+}
+
 // clamp(nearbyint(v * inv) + zero, 0, 255); NaN -> 0.
 inline std::uint8_t quantise(float v, const RowQuant& q) {
   float t = std::nearbyint(v * q.inv) + float(q.zero);
