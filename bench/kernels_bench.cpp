@@ -167,7 +167,9 @@ void BM_Gelu(benchmark::State& state) {
 }
 BENCHMARK(BM_Gelu)->Name("kernel/gelu")->Arg(3136 * 256)->UseRealTime();
 
-// Softmax attention (scores, fp32 softmax, values) for one image, all heads.
+// Softmax attention (scores, fp32 softmax, values) for one image, all heads,
+// with the products of K's precision.
+template <class K>
 void BM_AttentionKernel(benchmark::State& state) {
   const int queries = int(state.range(0)), keys = int(state.range(1)), dim = int(state.range(2));
   bench::set_threads(int(state.range(3)));
@@ -179,15 +181,24 @@ void BM_AttentionKernel(benchmark::State& state) {
   for (auto _ : state) K::attention(a);
   bench::count_flops(state, 4.0 * queries * keys * dim);
 }
-BENCHMARK(BM_AttentionKernel)
-    ->Name("kernel/attention")
-    ->ArgNames({"queries", "keys", "dim", "threads"})
-    ->ArgsProduct({{3136}, {16}, {64}, {1, 2}})    // D, x branch
-    ->ArgsProduct({{16}, {3136}, {64}, {1, 2}})    // D / C, c branch
-    ->ArgsProduct({{784}, {16}, {128}, {1, 2}})    // D, x branch at 28x28
-    ->ArgsProduct({{196}, {196}, {192}, {1, 2}})   // S at 14x14
-    ->ArgsProduct({{49}, {49}, {320}, {1, 2}})     // S at 7x7
-    ->ArgsProduct({{3136}, {3136}, {96}, {1, 2}})  // S at 56x56 (vit_tiny stage 1)
-    ->UseRealTime();
+
+void attention_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"queries", "keys", "dim", "threads"})
+      ->ArgsProduct({{3136}, {16}, {64}, {1, 2}})    // D, x branch
+      ->ArgsProduct({{16}, {3136}, {64}, {1, 2}})    // D / C, c branch
+      ->ArgsProduct({{784}, {16}, {128}, {1, 2}})    // D, x branch at 28x28
+      ->ArgsProduct({{196}, {196}, {192}, {1, 2}})   // S at 14x14
+      ->ArgsProduct({{49}, {49}, {320}, {1, 2}})     // S at 7x7
+      ->ArgsProduct({{3136}, {3136}, {96}, {1, 2}})  // S at 56x56 (vit_tiny stage 1)
+      ->UseRealTime();
+}
+BENCHMARK_TEMPLATE(BM_AttentionKernel, K)->Name("kernel/attention")->Apply(attention_shapes);
+#if defined(LEMEVIT_BENCH_SIMD) && defined(__AVX512BF16__)
+// The bf16 and int8 precisions' attention (bf16 products, attention_bf16.hpp).
+BENCHMARK_TEMPLATE(BM_AttentionKernel,
+                   lemevit::Kernels<lemevit::backend::Simd<xsimd::default_arch, lemevit::Precision::Bf16>>)
+    ->Name("kernel/attention_bf16/avx512_bf16")
+    ->Apply(attention_shapes);
+#endif
 
 }  // namespace

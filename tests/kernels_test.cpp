@@ -703,10 +703,10 @@ TEMPLATE_TEST_CASE("attention handles tails, head sizes and large logits",
   check_attention<TestType>({3, 20, 1, 1000, 0.03f, false}, 2903);
 }
 
-template <class Arch>
+template <class Arch, lemevit::Precision P = lemevit::Precision::Fp32>
 std::vector<float> attention_rows(const AttentionCase& c, const AttentionData& d, int q0, int n,
                                   int threads) {
-  using S = Kernels<lemevit::backend::Simd<Arch>>;
+  using S = Kernels<lemevit::backend::Simd<Arch, P>>;
   AttentionArgs a = d.args;
   std::vector<float> out(std::size_t(n) * a.ldo, 0.0f);
   a.q += std::ptrdiff_t(q0) * a.ldq;
@@ -716,6 +716,27 @@ std::vector<float> attention_rows(const AttentionCase& c, const AttentionData& d
   S::attention(a);
   (void)c;
   return out;
+}
+
+// Every sub-range of queries, on every thread count, gives the rows the
+// whole call gives, bitwise.
+template <class Arch, lemevit::Precision P>
+void check_rows_invariant(const AttentionCase& c, const AttentionData& d) {
+  const auto full = attention_rows<Arch, P>(c, d, 0, c.queries, 1);
+  const int ldo = d.args.ldo, C = c.heads * c.head_dim;
+  const int subs[][2] = {{0, 1}, {c.queries - 1, 1}, {1, 5}, {3, 13}, {2, 7}, {0, c.queries}};
+  for (int threads : kThreadCounts)
+    for (const auto& sub : subs) {
+      const int q0 = sub[0], n = std::min(sub[1], c.queries - sub[0]);
+      if (n <= 0) continue;
+      const auto part = attention_rows<Arch, P>(c, d, q0, n, threads);
+      INFO(arch_name<Arch>() << " " << lemevit::precision_name(P) << " queries " << c.queries << " keys "
+                             << c.keys << ": queries [" << q0 << ", " << q0 + n << ") on " << threads
+                             << " threads");
+      for (int i = 0; i < n; ++i)
+        REQUIRE(same_bits(part.data() + std::size_t(i) * ldo, full.data() + std::size_t(q0 + i) * ldo,
+                          std::size_t(C)));
+    }
 }
 
 TEMPLATE_TEST_CASE("attention is bitwise deterministic per query",
@@ -731,23 +752,79 @@ TEMPLATE_TEST_CASE("attention is bitwise deterministic per query",
   std::uint32_t seed = 4000;
   for (const auto& c : cases) {
     const AttentionData d = make_attention(c, seed += 3, 1.0f);
-    const auto full = attention_rows<TestType>(c, d, 0, c.queries, 1);
-    const int ldo = d.args.ldo, C = c.heads * c.head_dim;
-    const int subs[][2] = {{0, 1}, {c.queries - 1, 1}, {1, 5}, {3, 13}, {2, 7}, {0, c.queries}};
-    for (int threads : kThreadCounts)
-      for (const auto& sub : subs) {
-        const int q0 = sub[0], n = std::min(sub[1], c.queries - sub[0]);
-        if (n <= 0) continue;
-        const auto part = attention_rows<TestType>(c, d, q0, n, threads);
-        INFO(arch_name<TestType>() << " queries " << c.queries << " keys " << c.keys
-                                   << ": queries [" << q0 << ", " << q0 + n << ") on " << threads
-                                   << " threads");
-        for (int i = 0; i < n; ++i)
-          REQUIRE(same_bits(part.data() + std::size_t(i) * ldo,
-                            full.data() + std::size_t(q0 + i) * ldo, std::size_t(C)));
-      }
+    // fp32, and the lowp precisions' attention (bf16 products where the CPU has them).
+    check_rows_invariant<TestType, lemevit::Precision::Fp32>(c, d);
+    check_rows_invariant<TestType, lemevit::Precision::Int8>(c, d);
   }
 }
+
+// ------------------------------------------------- attention, bf16 products
+// attention_bf16.hpp: the bf16/int8 precisions' attention where the CPU has
+// a bf16 dot product. Its portable pair operations (fp32 FMAs on bf16
+// operands) run on every instruction set here.
+
+template <class Arch, class Ops>
+std::vector<float> bf16_attention(const AttentionCase& c, std::uint32_t seed, float magnitude = 1.0f) {
+  AttentionData d = make_attention(c, seed, magnitude);
+  lemevit::backend::simd::attention_bf16<Arch, Ops>(d.args);
+  return d.out;
+}
+
+std::string describe(const AttentionCase& c) {
+  std::ostringstream what;
+  what << "attention queries " << c.queries << " keys " << c.keys << " heads " << c.heads
+       << " head_dim " << c.head_dim << (c.fused ? " strided" : "");
+  return what.str();
+}
+
+// Model shapes, then tails: odd key counts (a padded key pair), blocks of
+// fewer keys than the tile's rows, head dims of one to eight vectors, few
+// queries, and the fp32 fallbacks (few keys, head dims not whole vectors).
+std::vector<AttentionCase> bf16_attention_cases() {
+  std::vector<AttentionCase> cases = {
+      {16, 3136, 2, 32, 0.125f, true},  {16, 784, 4, 32, 0.0884f, false},
+      {196, 196, 6, 32, 0.1768f, true}, {212, 212, 6, 32, 0.1768f, false},
+      {49, 49, 10, 32, 0.1768f, true},  {16, 16, 12, 32, 0.1768f, true},
+      {784, 784, 1, 32, 0.1768f, true}, {3136, 16, 2, 32, 0.0431f, true}};
+  for (int hd : {16, 32, 48, 64, 128, 33})
+    for (int q : {1, 5, 17, 40})
+      for (int k : {3, 17, 61, 130, 301}) cases.push_back({q, k, hd >= 64 ? 1 : 2, hd, 1.0f / std::sqrt(float(hd)), (q + k) % 2 == 0});
+  return cases;
+}
+
+TEMPLATE_TEST_CASE("bf16-product attention stays within bf16 rounding of the reference",
+                   "[simd][attention][lowp]", LEMEVIT_TEST_ARCHS) {
+  using Portable = lemevit::backend::simd::Bf16PairPortable<TestType>;
+  std::uint32_t seed = 5000;
+  for (const auto& c : bf16_attention_cases()) {
+    for (float magnitude : {1.0f, 3.0f}) {
+      AttentionData want = make_attention(c, ++seed, magnitude);
+      Ref::attention(want.args);
+      // q, k, v and p rounded to bf16 (2^-9 relative each): about 1e-2 of the
+      // largest output at these magnitudes; a wrong pair or key order is far off.
+      require_close(bf16_attention<TestType, Portable>(c, seed, magnitude), want.out, 2e-2,
+                    arch_name<TestType>() + " bf16 " + describe(c));
+    }
+  }
+}
+
+#if defined(__AVX512BF16__)
+TEST_CASE("AVX512_BF16 attention equals its portable form bitwise", "[simd][attention][lowp]") {
+  using Arch = xsimd::default_arch;
+  namespace s = lemevit::backend::simd;
+  std::uint32_t seed = 6000;
+  for (const auto& c : bf16_attention_cases())
+    for (float magnitude : {1.0f, 4.0f}) {
+      INFO(describe(c) << " magnitude " << magnitude);
+      ++seed;
+      REQUIRE(same_bits(bf16_attention<Arch, s::Bf16PairAvx512<Arch>>(c, seed, magnitude),
+                        bf16_attention<Arch, s::Bf16PairPortable<Arch>>(c, seed, magnitude)));
+    }
+  // What the bf16 and int8 models run.
+  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Int8>>::attention_path()) ==
+          "avx512_bf16");
+}
+#endif
 
 // ---------------------------------------------------------------- allocation
 

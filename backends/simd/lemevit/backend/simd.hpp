@@ -18,6 +18,7 @@
 //   gemm_bf16.hpp     bf16 micro-kernels (AVX512_BF16, NEON BFDOT, generic)
 //   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, NEON SDOT, generic)
 //   attention.hpp     blocked online-softmax attention
+//   attention_bf16.hpp  the same with bf16 products (bf16/int8 precisions, AVX512_BF16)
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
 #include <cstddef>
 #include <type_traits>
@@ -28,6 +29,7 @@
 #include "lemevit/cpu_features.hpp"
 #include "lemevit/host_kernels.hpp"
 #include "lemevit/backend/simd/attention.hpp"
+#include "lemevit/backend/simd/attention_bf16.hpp"
 #include "lemevit/backend/simd/elementwise.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
 #include "lemevit/backend/simd/gemm_bf16.hpp"
@@ -95,6 +97,10 @@ template <class Arch, Precision P>
 struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   static constexpr Precision precision = P;
   using Gemm = typename backend::simd::GemmKernel<Arch, P>::type;
+  // Attention's products: in bf16 for bf16 and int8 where the CPU has a bf16
+  // dot product (void: fp32).
+  using AttentionOps = std::conditional_t<P == Precision::Fp32, void,
+                                          typename backend::simd::Bf16AttentionOps<Arch>::type>;
 
   // fp32: W packed into column panels of GemmTile::cols (see simd/gemm.hpp);
   // bf16/int8: see simd/gemm_lowp.hpp. `out` and `in` as for the Reference backend.
@@ -120,10 +126,19 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
     else if constexpr (std::is_base_of_v<x::avx2, Arch>)
       cpu::require({"avx2"}, built_for);
     if constexpr (Gemm::feature != nullptr) cpu::require({Gemm::feature}, built_for);
+    if constexpr (!std::is_void_v<AttentionOps>) cpu::require({AttentionOps::feature}, built_for);
   }
 
   // The CPU feature the products need beyond the instruction set (nullptr: none).
   static constexpr const char* gemm_feature() { return Gemm::feature; }
+
+  // Attention's products: "avx512_bf16" (bf16 pairs, attention_bf16.hpp) or "fp32".
+  static constexpr const char* attention_path() {
+    if constexpr (std::is_void_v<AttentionOps>)
+      return "fp32";
+    else
+      return AttentionOps::path;
+  }
 
   static void prepare_linear(const float* w, const float* b, int out, int in,
                              LinearWeights& dst) {
@@ -159,7 +174,12 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
     backend::simd::depthwise_conv3x3_residual<Arch>(x, h, w, channels, weight, bias, y);
   }
 
-  static void attention(const AttentionArgs& a) { backend::simd::attention<Arch>(a); }
+  static void attention(const AttentionArgs& a) {
+    if constexpr (std::is_void_v<AttentionOps>)
+      backend::simd::attention<Arch>(a);
+    else
+      backend::simd::attention_bf16<Arch, AttentionOps>(a);
+  }
 
   // A batch larger than one pass runs this many passes side by side (see
   // Model::run): one per OpenMP thread.

@@ -72,6 +72,43 @@ struct AttentionPlan {
   }
 };
 
+// One key block's online softmax, one lane per query: the scores s[j][q]
+// (kc rows of QV vectors) become p in place, the running maximum m and sum l
+// move on, alpha gets exp(m_old - m_new) (0 for the first block):
+//   t = scale s, m' = max(m, max_j t), p = exp(t - m'), l = alpha l + sum_j p
+// (j ascending; t is recomputed rather than stored: a multiply is cheaper
+// than a store). Locals, not m and l, carry the sums: arrays the loops index
+// would stay in memory and chain every add through a store.
+template <class Arch, int QV>
+inline void softmax_block(float* s, int kc, float scale, Batch<Arch>* m, Batch<Arch>* l, float* alpha) {
+  using B = Batch<Arch>;
+  constexpr int L = kLanes<Arch>, NQ = QV * L;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const B vscale(scale), vneginf(kNegInf), vzero(0.0f);
+  B mx[QV], mo[QV], sum[QV];
+  static_for<QV>([&](auto v) { mx[v] = vneginf; });
+  for (int j = 0; j < kc; ++j)
+    static_for<QV>([&](auto v) { mx[v] = xsimd::max(mx[v], B::load_aligned(s + j * NQ + v * L) * vscale); });
+  static_for<QV>([&](auto v) {
+    const B m_new = xsimd::max(m[v], mx[v]);
+    const B al = xsimd::select(m[v] == vneginf, vzero, softmax_exp<Arch>(m[v] - m_new));
+    al.store_aligned(alpha + v * L);
+    mo[v] = m_new;
+    sum[v] = vzero;
+  });
+  for (int j = 0; j < kc; ++j)
+    static_for<QV>([&](auto v) {
+      float* sp = s + j * NQ + v * L;
+      const B p = softmax_exp<Arch>(B::load_aligned(sp) * vscale - mo[v]);
+      p.store_aligned(sp);
+      sum[v] = sum[v] + p;
+    });
+  static_for<QV>([&](auto v) {
+    m[v] = mo[v];
+    l[v] = fmadd<Arch>(l[v], B::load_aligned(alpha + v * L), sum[v]);
+  });
+}
+
 // Scores of a key block in lane-per-query layout:
 //   s[j][q] = sum_d k[j][d] q[q][d]           (micro-kernel: rows keys, columns queries)
 // softmax per query, vectorised across the queries of the panel:
@@ -104,7 +141,6 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
     m[v] = B(kNegInf);
     l[v] = B(0.0f);
   }
-  const B vscale(a.scale), vneginf(kNegInf), vzero(0.0f);
 
   for (int j0 = 0; j0 < a.keys; j0 += kb) {
     const int kc = std::min(kb, a.keys - j0);
@@ -118,29 +154,7 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
                                   });
       });
     }
-    // Online softmax, one lane per query (t = scale s is recomputed rather
-    // than stored: a multiply is cheaper than a store).
-    B mx[QV];
-    for (int v = 0; v < QV; ++v) mx[v] = vneginf;
-    for (int j = 0; j < kc; ++j)
-      for (int v = 0; v < QV; ++v)
-        mx[v] = xsimd::max(mx[v], B::load_aligned(s + j * NQ + v * L) * vscale);
-    B sum[QV];
-    for (int v = 0; v < QV; ++v) {
-      const B m_new = xsimd::max(m[v], mx[v]);
-      const B al = xsimd::select(m[v] == vneginf, vzero, softmax_exp<Arch>(m[v] - m_new));
-      al.store_aligned(alpha + v * L);
-      m[v] = m_new;
-      sum[v] = vzero;
-    }
-    for (int j = 0; j < kc; ++j)
-      for (int v = 0; v < QV; ++v) {
-        float* sp = s + j * NQ + v * L;
-        const B p = softmax_exp<Arch>(B::load_aligned(sp) * vscale - m[v]);
-        p.store_aligned(sp);
-        sum[v] = sum[v] + p;
-      }
-    for (int v = 0; v < QV; ++v) l[v] = fmadd<Arch>(l[v], B::load_aligned(alpha + v * L), sum[v]);
+    softmax_block<Arch, QV>(s, kc, a.scale, m, l, alpha);
     // The first block starts O (alpha is 0 there); the last one scales by
     // 1 / l, final now, and writes the output.
     const bool first = j0 == 0, last = j0 + kc >= a.keys;
@@ -359,20 +373,44 @@ inline void attention_query(const AttentionArgs& a, int h, int i) {
   for (int d = 0; d < hd; d += L) store_n<Arch>(o + d, hd - d, load_n<Arch>(o + d, hd - d) / vl);
 }
 
-template <class Arch>
-inline void attention(const AttentionArgs& a) {
-  using Plan = AttentionPlan<Arch>;
-  if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
+// Blocked attention's tasks: heads times query panels of NV vectors, or of
+// one vector when the queries fit one (16 meta queries: no scores and exps
+// for empty lanes) or when that is needed to give every thread work. A
+// query's arithmetic is lane-wise, so the panel width does not change any
+// result. panel(std::integral_constant<int, QV>, h, q0, nq) runs one.
+template <class Arch, class Panel>
+inline void for_each_query_panel(const AttentionArgs& a, Panel&& panel) {
+  constexpr int L = kLanes<Arch>, NV = GemmTile<Arch>::vectors;
   [[maybe_unused]] const double flops = 4.0 * a.queries * double(a.keys) * a.head_dim * a.heads;
-  const Plan plan(a.head_dim);
+  const int want = 2 * max_threads();
+  const bool narrow =
+      NV > 1 && (a.queries <= L || a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want);
+  const int nq = narrow ? L : NV * L;
+  const int panels = (a.queries + nq - 1) / nq;
+  const int tasks = a.heads * panels;
+  LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
+  for (int t = 0; t < tasks; ++t) {
+    const int h = t / panels, q0 = (t % panels) * nq, n = std::min(nq, a.queries - q0);
+    if (narrow)
+      panel(std::integral_constant<int, 1>{}, h, q0, n);
+    else
+      panel(std::integral_constant<int, NV>{}, h, q0, n);
+  }
+}
+
+// The fp32 paths that do not take query panels: head dims past the blocked
+// path's buffers (one query at a time) and up to 16 keys (FewKeys). False
+// when neither applies.
+template <class Arch>
+inline bool attention_unblocked(const AttentionArgs& a, const AttentionPlan<Arch>& plan) {
+  [[maybe_unused]] const double flops = 4.0 * a.queries * double(a.keys) * a.head_dim * a.heads;
   if (!plan.blocked) {
     const int tasks = a.heads * a.queries;
     [[maybe_unused]] const bool parallel = flops >= kParallelFlops && tasks > 1;
     LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic, 4) if (parallel))
     for (int t = 0; t < tasks; ++t) attention_query<Arch>(a, t / a.queries, t % a.queries);
-    return;
+    return true;
   }
-  constexpr int L = Plan::L, NV = Plan::NV;
   if (FewKeys<Arch>::applies(a)) {
     using F = FewKeys<Arch>;
     constexpr int QT = F::task_queries;
@@ -385,26 +423,19 @@ inline void attention(const AttentionArgs& a) {
       for (int q0 = (t % chunks) * QT; q0 < end; q0 += F::L)
         attention_few_keys<Arch>(a, kt, h, q0, std::min(F::L, end - q0));
     }
-    return;
+    return true;
   }
-  // Query panels of NV vectors, or of one vector when the queries fit one
-  // (16 meta queries: no scores and exps for empty lanes) or when that is
-  // needed to give every thread work. A query's arithmetic is lane-wise, so
-  // the panel width does not change any result.
-  const int want = 2 * max_threads();
-  const bool narrow =
-      NV > 1 && (a.queries <= L || a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want);
-  const int nq = narrow ? L : NV * L;
-  const int panels = (a.queries + nq - 1) / nq;
-  const int tasks = a.heads * panels;
-  LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
-  for (int t = 0; t < tasks; ++t) {
-    const int h = t / panels, q0 = (t % panels) * nq;
-    if (narrow)
-      attention_panel<Arch, 1>(a, plan, h, q0, std::min(nq, a.queries - q0));
-    else
-      attention_panel<Arch, NV>(a, plan, h, q0, std::min(nq, a.queries - q0));
-  }
+  return false;
+}
+
+template <class Arch>
+inline void attention(const AttentionArgs& a) {
+  if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
+  const AttentionPlan<Arch> plan(a.head_dim);
+  if (attention_unblocked<Arch>(a, plan)) return;
+  for_each_query_panel<Arch>(a, [&](auto qv, int h, int q0, int nq) {
+    attention_panel<Arch, decltype(qv)::value>(a, plan, h, q0, nq);
+  });
 }
 
 }  // namespace lemevit::backend::simd
