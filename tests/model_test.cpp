@@ -263,6 +263,9 @@ TEST_CASE("a model built for a CPU feature the CPU lacks is refused at load, nam
   const std::string int8_path = Kernels<Int8::Backend>::gemm_path();
   if (const char* f = Kernels<Bf16::Backend>::gemm_feature()) refused([&] { return Bf16::load(path); }, f);
   if (const char* f = Kernels<Int8::Backend>::gemm_feature()) refused([&] { return Int8::load(path); }, f);
+  // int8's attention takes bf16 products where the build has them.
+  if (std::string(Kernels<Int8::Backend>::attention_path()) == "avx512_bf16")
+    refused([&] { return Int8::load(path); }, "avx512_bf16");
   if (std::string(xsimd::default_arch::name()) == "avx512bw") {
     refused([&] { return Small::load(path); }, "avx512bw");
     refused([&] { return Small::random(1); }, "avx512f");
