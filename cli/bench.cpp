@@ -149,6 +149,7 @@ int bench(int argc, char** argv) {
   const double per_image = median / batch;
   const double gflops = model->flops_per_image() * batch / (median * 1e-3) / 1e9;
   const std::string path = device(args) == Device::Cuda ? "cuda" : model->gemm_path();
+  const std::string attention_path = device(args) == Device::Cuda ? "cuda" : model->attention_path();
   int threads = 1;
 #ifdef _OPENMP
   threads = omp_get_max_threads();
@@ -174,6 +175,7 @@ int bench(int argc, char** argv) {
     j.precision(10);
     j << "{\"model\": " << lemevit::json::quote(model->info().variant)
       << ", \"precision\": \"" << model->precision() << "\", \"path\": " << lemevit::json::quote(path)
+      << ", \"attention_path\": " << lemevit::json::quote(attention_path)
       << ", \"batch\": " << batch
       << ", \"threads\": " << threads << ", \"iterations\": " << iterations
       << ", \"median_ms\": " << median << ", \"ms_per_image\": " << per_image

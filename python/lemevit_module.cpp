@@ -94,6 +94,7 @@ class Model {
     d["dca_scale"] = m_->dca_scale() == lemevit::DcaScale::Official ? "official" : "head_dim";
     d["precision"] = m_->precision();
     d["gemm_path"] = m_->gemm_path();
+    d["attention_path"] = m_->attention_path();
     const auto p = cli::make_preprocess({}, *m_, "");
     py::dict pp;
     if (p.resize_wh) pp["resize"] = py::make_tuple(p.resize_wh->first, p.resize_wh->second);

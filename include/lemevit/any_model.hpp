@@ -30,6 +30,9 @@ class AnyModel {
   // that do not say).
   virtual const char* precision() const = 0;
   virtual const char* gemm_path() const = 0;
+  // Where attention's two products run: "fp32", or "avx512_bf16" for the
+  // bf16/int8 precisions on AVX512_BF16 ("unspecified" as above).
+  virtual const char* attention_path() const = 0;
   virtual DcaScale dca_scale() const = 0;
   virtual int height() const = 0;
   virtual int width() const = 0;
@@ -75,6 +78,12 @@ class ModelAdapter final : public AnyModel {
   const char* gemm_path() const override {
     if constexpr (requires { Kernels<typename Net::Backend>::gemm_path(); })
       return Kernels<typename Net::Backend>::gemm_path();
+    else
+      return "unspecified";
+  }
+  const char* attention_path() const override {
+    if constexpr (requires { Kernels<typename Net::Backend>::attention_path(); })
+      return Kernels<typename Net::Backend>::attention_path();
     else
       return "unspecified";
   }

@@ -333,12 +333,17 @@ class Cli(unittest.TestCase):
         result = json.loads(p.stdout[p.stdout.index("{"):])
         self.assertGreater(result["ms_per_image"], 0)
         self.assertEqual(result["precision"], "fp32")
+        self.assertEqual(result["attention_path"], "fp32")
         for precision, fast in (("bf16", "avx512_bf16"), ("int8", "avx512_vnni")):
             p = run("bench", "--weights", BUNDLED, "--iterations", "2", "--precision", precision, "--json", "-")
             result = json.loads(p.stdout[p.stdout.index("{"):])
             self.assertEqual(result["precision"], precision)
             self.assertIn(result["path"], (fast, "fallback"))
             self.assertIn("%s (%s)" % (precision, result["path"]), p.stdout)
+            # Attention takes bf16 products only where the build's bf16 products are AVX512_BF16's.
+            self.assertIn(result["attention_path"], ("avx512_bf16", "fp32"))
+            if precision == "bf16":
+                self.assertEqual(result["attention_path"] == "avx512_bf16", result["path"] == "avx512_bf16")
 
     def test_infer_in_bf16_and_int8_stays_close_to_pytorch(self):
         # The bounds of tests/precision_test.cpp.
