@@ -154,7 +154,9 @@ int bench(int argc, char** argv) {
 #ifdef _OPENMP
   threads = omp_get_max_threads();
 #endif
-  std::cout << model->info().variant << " " << model->precision() << " (" << path << ") batch " << batch
+  std::cout << model->info().variant << " " << model->precision() << " (" << path
+            << (attention_path != "fp32" && attention_path != path ? ", attention " + attention_path : "")
+            << ") batch " << batch
             << ", " << threads << " thread(s): median "
             << median << " ms per pass, " << per_image << " ms/image, " << gflops << " GFLOP/s (min "
             << ms.front() << " ms, max " << ms.back() << " ms over " << iterations << " passes)\n";

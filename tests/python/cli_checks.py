@@ -339,7 +339,9 @@ class Cli(unittest.TestCase):
             result = json.loads(p.stdout[p.stdout.index("{"):])
             self.assertEqual(result["precision"], precision)
             self.assertIn(result["path"], (fast, "fallback"))
-            self.assertIn("%s (%s)" % (precision, result["path"]), p.stdout)
+            self.assertIn("%s (%s" % (precision, result["path"]), p.stdout)
+            if result["attention_path"] not in ("fp32", result["path"]):
+                self.assertIn("%s (%s, attention %s)" % (precision, result["path"], result["attention_path"]), p.stdout)
             # Attention takes bf16 products only where the build's bf16 products are AVX512_BF16's.
             self.assertIn(result["attention_path"], ("avx512_bf16", "fp32"))
             if precision == "bf16":

@@ -373,13 +373,15 @@ inline void attention_query(const AttentionArgs& a, int h, int i) {
   for (int d = 0; d < hd; d += L) store_n<Arch>(o + d, hd - d, load_n<Arch>(o + d, hd - d) / vl);
 }
 
-// Blocked attention's tasks: heads times query panels of NV vectors, or of
-// one vector when the queries fit one (16 meta queries: no scores and exps
-// for empty lanes) or when that is needed to give every thread work. A
-// query's arithmetic is lane-wise, so the panel width does not change any
-// result. panel(std::integral_constant<int, QV>, h, q0, nq) runs one.
-template <class Arch, class Panel>
-inline void for_each_query_panel(const AttentionArgs& a, Panel&& panel) {
+// Blocked attention's tasks: heads times groups of `group` query panels of
+// NV vectors, or of one vector when the queries fit one (16 meta queries: no
+// scores and exps for empty lanes) or when that is needed to give every
+// thread work. A query's arithmetic is lane-wise, so neither the panel width
+// nor the grouping changes any result. group(std::integral_constant<int, QV>,
+// h, q0, nq) runs queries [q0, q0 + nq), nq <= group * QV * lanes; `group`
+// shrinks while there are fewer than two tasks per thread.
+template <class Arch, class Group>
+inline void for_each_query_group(const AttentionArgs& a, int group, Group&& run) {
   constexpr int L = kLanes<Arch>, NV = GemmTile<Arch>::vectors;
   [[maybe_unused]] const double flops = 4.0 * a.queries * double(a.keys) * a.head_dim * a.heads;
   const int want = 2 * max_threads();
@@ -387,14 +389,16 @@ inline void for_each_query_panel(const AttentionArgs& a, Panel&& panel) {
       NV > 1 && (a.queries <= L || a.heads * ((a.queries + NV * L - 1) / (NV * L)) < want);
   const int nq = narrow ? L : NV * L;
   const int panels = (a.queries + nq - 1) / nq;
-  const int tasks = a.heads * panels;
+  group = std::clamp(a.heads * panels / want, 1, std::max(1, group));
+  const int groups = (panels + group - 1) / group, span = group * nq;
+  const int tasks = a.heads * groups;
   LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
   for (int t = 0; t < tasks; ++t) {
-    const int h = t / panels, q0 = (t % panels) * nq, n = std::min(nq, a.queries - q0);
+    const int h = t / groups, q0 = (t % groups) * span, n = std::min(span, a.queries - q0);
     if (narrow)
-      panel(std::integral_constant<int, 1>{}, h, q0, n);
+      run(std::integral_constant<int, 1>{}, h, q0, n);
     else
-      panel(std::integral_constant<int, NV>{}, h, q0, n);
+      run(std::integral_constant<int, NV>{}, h, q0, n);
   }
 }
 
@@ -433,7 +437,7 @@ inline void attention(const AttentionArgs& a) {
   if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
   const AttentionPlan<Arch> plan(a.head_dim);
   if (attention_unblocked<Arch>(a, plan)) return;
-  for_each_query_panel<Arch>(a, [&](auto qv, int h, int q0, int nq) {
+  for_each_query_group<Arch>(a, 1, [&](auto qv, int h, int q0, int nq) {
     attention_panel<Arch, decltype(qv)::value>(a, plan, h, q0, nq);
   });
 }

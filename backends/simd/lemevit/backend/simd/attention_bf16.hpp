@@ -153,59 +153,49 @@ inline void pair_kernel(int K2, const std::uint32_t* a, std::ptrdiff_t a_row, st
   });
 }
 
-// attention_panel (attention.hpp) with the two products on pairs.
+// attention_panel (attention.hpp) with the two products on pairs, for up to
+// kBf16PanelGroup panels of the same head at once: each key block's K and V
+// are converted once for all of them.
+inline constexpr int kBf16PanelGroup = 4;
+
 template <class Arch, class Ops, int QV>
-inline void attention_panel_bf16(const AttentionArgs& a, const Bf16AttentionPlan<Arch>& plan,
-                                 int h, int q0, int nq) {
+inline void attention_group_bf16(const AttentionArgs& a, const Bf16AttentionPlan<Arch>& plan,
+                                 int h, int q0, int nq_all) {
   using B = Batch<Arch>;
   using Plan = AttentionPlan<Arch>;
-  constexpr int L = Plan::L, MR = Plan::MR, NV = Plan::NV;
+  constexpr int L = Plan::L, MR = Plan::MR, NV = Plan::NV, G = kBf16PanelGroup;
   constexpr int NQ = QV * L;
   constexpr int W = Bf16AttentionPlan<Arch>::kWords;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   alignas(64) float s[kAttnScoreFloats];
-  alignas(64) float o[kAttnOutFloats];
-  alignas(64) std::uint32_t qt[W], kp[W], pt[W], vt[W];
-  alignas(64) float alpha[NQ], rinv[NQ];
+  alignas(64) float o[G][kAttnOutFloats];
+  alignas(64) std::uint32_t qt[G][W / 2], kp[W], pt[W], vt[W];
+  alignas(64) float alpha[G][NQ], rinv[G][NQ];
+  B m[G][QV], l[G][QV];
 
   const int hd = plan.hd, hd2 = hd / 2, hdv = plan.hdv, kb = plan.key_block, nrv = plan.value_panel;
-  const int vpanels = hdv / nrv;
+  const int vpanels = hdv / nrv, panels = (nq_all + NQ - 1) / NQ;
   const std::ptrdiff_t off = std::ptrdiff_t(h) * hd;
-  // Q^T through s, then in pairs of head dims.
-  transpose_into(a.q + std::ptrdiff_t(q0) * a.ldq + off, a.ldq, nq, NQ, hd, s, NQ);
-  for (int g = 0; g < hd2; ++g)
-    for (int v = 0; v < QV; ++v)
-      Ops::pack(B::load_aligned(s + 2 * g * NQ + v * L), B::load_aligned(s + (2 * g + 1) * NQ + v * L),
-                qt + g * NQ + v * L);
-  B m[QV], l[QV];
-  for (int v = 0; v < QV; ++v) {
-    m[v] = B(kNegInf);
-    l[v] = B(0.0f);
-  }
   const B vzero(0.0f);
+  // Q^T of each panel through s, then in pairs of head dims.
+  for (int g = 0; g < panels; ++g) {
+    const int nq = std::min(NQ, nq_all - g * NQ);
+    transpose_into(a.q + std::ptrdiff_t(q0 + g * NQ) * a.ldq + off, a.ldq, nq, NQ, hd, s, NQ);
+    for (int i = 0; i < hd2; ++i)
+      for (int v = 0; v < QV; ++v)
+        Ops::pack(B::load_aligned(s + 2 * i * NQ + v * L), B::load_aligned(s + (2 * i + 1) * NQ + v * L),
+                  qt[g] + i * NQ + v * L);
+    for (int v = 0; v < QV; ++v) {
+      m[g][v] = B(kNegInf);
+      l[g][v] = vzero;
+    }
+  }
 
   for (int j0 = 0; j0 < a.keys; j0 += kb) {
     const int kc = std::min(kb, a.keys - j0), kc2 = (kc + 1) / 2;
-    for (int j = 0; j < kc; ++j) Ops::round_row(a.k + std::ptrdiff_t(j0 + j) * a.ldk + off, hd, kp + j * hd2);
-    for (int jt = 0; jt < kc; jt += MR) {
-      dispatch_rows<MR>(std::min(MR, kc - jt), [&](auto mc) {
-        constexpr int M = decltype(mc)::value;
-        pair_kernel<Arch, Ops, M, QV>(hd2, kp + jt * hd2, hd2, 1, qt, NQ, [&](int r, int v, B acc) {
-          acc.store_aligned(s + (jt + r) * NQ + v * L);
-        });
-      });
-    }
-    softmax_block<Arch, QV>(s, kc, a.scale, m, l, alpha);
-    // P in key pairs (an odd block's last pair padded with p = 0).
-    for (int i = 0; i < kc2; ++i)
-      for (int v = 0; v < QV; ++v) {
-        const float* p0 = s + 2 * i * NQ + v * L;
-        Ops::pack(B::load_aligned(p0), 2 * i + 1 < kc ? B::load_aligned(p0 + NQ) : vzero, pt + i * NQ + v * L);
-      }
     const bool first = j0 == 0, last = j0 + kc >= a.keys;
-    if (last)
-      for (int v = 0; v < QV; ++v) (B(1.0f) / l[v]).store_aligned(rinv + v * L);
-    // V in key pairs, head dims zero-padded to whole panels.
+    // K rows in bf16; V in key pairs, head dims zero-padded to whole panels.
+    for (int j = 0; j < kc; ++j) Ops::round_row(a.k + std::ptrdiff_t(j0 + j) * a.ldk + off, hd, kp + j * hd2);
     for (int i = 0; i < kc2; ++i) {
       const float* v0 = a.v + std::ptrdiff_t(j0 + 2 * i) * a.ldv + off;
       const bool odd = 2 * i + 1 < kc;
@@ -215,27 +205,47 @@ inline void attention_panel_bf16(const AttentionArgs& a, const Bf16AttentionPlan
         Ops::pack(lo, hi, vt + i * hdv + d);
       }
     }
-    for (int qr = 0; qr < nq; qr += MR) {
-      dispatch_rows<MR>(std::min(MR, nq - qr), [&](auto mc) {
-        constexpr int M = decltype(mc)::value;
-        for (int pp = 0; pp < vpanels; ++pp) {
-          auto epi = [&](int r, int v, B acc) {
-            const int d = pp * nrv + v * L;
-            float* op = o + (qr + r) * hdv + d;
-            if (!first) acc = fmadd<Arch>(B::load_aligned(op), B(alpha[qr + r]), acc);
-            if (!last)
-              acc.store_aligned(op);
-            else if (d < hd)
-              store_n<Arch>(a.out + std::ptrdiff_t(q0 + qr + r) * a.ldo + off + d, hd - d,
-                            acc * B(rinv[qr + r]));
-          };
-          // P^T as A: the pair (query r, keys 2i, 2i + 1) at pt[i * NQ + r].
-          if (plan.value_vectors == 1)
-            pair_kernel<Arch, Ops, M, 1>(kc2, pt + qr, 1, NQ, vt + pp * nrv, hdv, epi);
-          else
-            pair_kernel<Arch, Ops, M, NV>(kc2, pt + qr, 1, NQ, vt + pp * nrv, hdv, epi);
+    for (int g = 0; g < panels; ++g) {
+      const int qg = q0 + g * NQ, nq = std::min(NQ, nq_all - g * NQ);
+      for (int jt = 0; jt < kc; jt += MR) {
+        dispatch_rows<MR>(std::min(MR, kc - jt), [&](auto mc) {
+          constexpr int M = decltype(mc)::value;
+          pair_kernel<Arch, Ops, M, QV>(hd2, kp + jt * hd2, hd2, 1, qt[g], NQ, [&](int r, int v, B acc) {
+            acc.store_aligned(s + (jt + r) * NQ + v * L);
+          });
+        });
+      }
+      softmax_block<Arch, QV>(s, kc, a.scale, m[g], l[g], alpha[g]);
+      // P in key pairs (an odd block's last pair padded with p = 0).
+      for (int i = 0; i < kc2; ++i)
+        for (int v = 0; v < QV; ++v) {
+          const float* p0 = s + 2 * i * NQ + v * L;
+          Ops::pack(B::load_aligned(p0), 2 * i + 1 < kc ? B::load_aligned(p0 + NQ) : vzero, pt + i * NQ + v * L);
         }
-      });
+      if (last)
+        for (int v = 0; v < QV; ++v) (B(1.0f) / l[g][v]).store_aligned(rinv[g] + v * L);
+      for (int qr = 0; qr < nq; qr += MR) {
+        dispatch_rows<MR>(std::min(MR, nq - qr), [&](auto mc) {
+          constexpr int M = decltype(mc)::value;
+          for (int pp = 0; pp < vpanels; ++pp) {
+            auto epi = [&](int r, int v, B acc) {
+              const int d = pp * nrv + v * L;
+              float* op = o[g] + (qr + r) * hdv + d;
+              if (!first) acc = fmadd<Arch>(B::load_aligned(op), B(alpha[g][qr + r]), acc);
+              if (!last)
+                acc.store_aligned(op);
+              else if (d < hd)
+                store_n<Arch>(a.out + std::ptrdiff_t(qg + qr + r) * a.ldo + off + d, hd - d,
+                              acc * B(rinv[g][qr + r]));
+            };
+            // P^T as A: the pair (query r, keys 2i, 2i + 1) at pt[i * NQ + r].
+            if (plan.value_vectors == 1)
+              pair_kernel<Arch, Ops, M, 1>(kc2, pt + qr, 1, NQ, vt + pp * nrv, hdv, epi);
+            else
+              pair_kernel<Arch, Ops, M, NV>(kc2, pt + qr, 1, NQ, vt + pp * nrv, hdv, epi);
+          }
+        });
+      }
     }
   }
 }
@@ -247,8 +257,8 @@ inline void attention_bf16(const AttentionArgs& a) {
   if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
   const Bf16AttentionPlan<Arch> plan(a.head_dim);
   if (!plan.pairs || FewKeys<Arch>::applies(a)) return attention<Arch>(a);
-  for_each_query_panel<Arch>(a, [&](auto qv, int h, int q0, int nq) {
-    attention_panel_bf16<Arch, Ops, decltype(qv)::value>(a, plan, h, q0, nq);
+  for_each_query_group<Arch>(a, kBf16PanelGroup, [&](auto qv, int h, int q0, int nq) {
+    attention_group_bf16<Arch, Ops, decltype(qv)::value>(a, plan, h, q0, nq);
   });
 }
 
