@@ -13,10 +13,11 @@
 //
 // Operands are 32-bit words holding a pair of bf16 (element 2i in the low
 // half, 2i+1 in the high half):
-//   Q^T  qt[g][q] = (q[q][2g], q[q][2g+1])   once per task
-//   K    kp[j][g] = (k[j][2g], k[j][2g+1])   per key block: the row in bf16
+//   Q^T  qt[g][q] = (q[q][2g], q[q][2g+1])   once per query panel
+//   K    kp[j][g] = (k[j][2g], k[j][2g+1])   per key block (the row in bf16),
+//                                            shared by the task's panels
 //   P    pt[i][q] = (p[2i][q], p[2i+1][q])   written by the softmax
-//   V    vt[i][d] = (v[2i][d], v[2i+1][d])   per key block
+//   V    vt[i][d] = (v[2i][d], v[2i+1][d])   per key block, shared likewise
 // A pair operation set (Ops) does the arithmetic: Bf16PairAvx512 with
 // VDPBF16PS, Bf16PairPortable with the same sums in fp32 FMAs (a bf16
 // product is exact in fp32), which tests/kernels_test.cpp holds it to bitwise.
