@@ -651,6 +651,13 @@ AttentionData make_attention(const AttentionCase& c, std::uint32_t seed, float m
   return d;
 }
 
+std::string describe(const AttentionCase& c) {
+  std::ostringstream what;
+  what << "attention queries " << c.queries << " keys " << c.keys << " heads " << c.heads
+       << " head_dim " << c.head_dim << (c.fused ? " strided" : "");
+  return what.str();
+}
+
 template <class Arch>
 void check_attention(const AttentionCase& c, std::uint32_t seed, float magnitude = 1.0f) {
   using S = Kernels<lemevit::backend::Simd<Arch>>;
@@ -659,9 +666,7 @@ void check_attention(const AttentionCase& c, std::uint32_t seed, float magnitude
   Ref::attention(want.args);
   S::attention(got.args);
   std::ostringstream what;
-  what << arch_name<Arch>() << " attention queries " << c.queries << " keys " << c.keys
-       << " heads " << c.heads << " head_dim " << c.head_dim << " scale " << c.scale
-       << (c.fused ? " strided" : "") << " magnitude " << magnitude;
+  what << arch_name<Arch>() << " " << describe(c) << " scale " << c.scale << " magnitude " << magnitude;
   require_close(got.out, want.out, 1e-5, what.str());
 }
 
@@ -768,13 +773,6 @@ std::vector<float> bf16_attention(const AttentionCase& c, std::uint32_t seed, fl
   AttentionData d = make_attention(c, seed, magnitude);
   lemevit::backend::simd::attention_bf16<Arch, Ops>(d.args);
   return d.out;
-}
-
-std::string describe(const AttentionCase& c) {
-  std::ostringstream what;
-  what << "attention queries " << c.queries << " keys " << c.keys << " heads " << c.heads
-       << " head_dim " << c.head_dim << (c.fused ? " strided" : "");
-  return what.str();
 }
 
 // Model shapes, then tails: odd key counts (a padded key pair), blocks of

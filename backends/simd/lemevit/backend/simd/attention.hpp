@@ -109,6 +109,31 @@ inline void softmax_block(float* s, int kc, float scale, Batch<Arch>* m, Batch<A
   });
 }
 
+// The values step's epilogue at query `row` of a panel, head dims [d, d +
+// lanes): O = alpha O + acc, kept in `o` (rows of hdv) until the last key
+// block writes (alpha O + acc) / l to the output. The first block starts O
+// (alpha is 0 there).
+template <class Arch>
+struct RunningOutput {
+  float* o;
+  int hdv, hd;
+  const float* alpha;
+  const float* rinv;
+  float* out;  // the panel's first query at this head
+  std::ptrdiff_t ldo;
+  bool first, last;
+
+  void operator()(int row, int d, Batch<Arch> acc) const {
+    using B = Batch<Arch>;
+    float* op = o + row * hdv + d;
+    if (!first) acc = fmadd<Arch>(B::load_aligned(op), B(alpha[row]), acc);
+    if (!last)
+      acc.store_aligned(op);
+    else if (d < hd)
+      store_n<Arch>(out + row * ldo + d, hd - d, acc * B(rinv[row]));
+  }
+};
+
 // Scores of a key block in lane-per-query layout:
 //   s[j][q] = sum_d k[j][d] q[q][d]           (micro-kernel: rows keys, columns queries)
 // softmax per query, vectorised across the queries of the panel:
@@ -155,8 +180,6 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
       });
     }
     softmax_block<Arch, QV>(s, kc, a.scale, m, l, alpha);
-    // The first block starts O (alpha is 0 there); the last one scales by
-    // 1 / l, final now, and writes the output.
     const bool first = j0 == 0, last = j0 + kc >= a.keys;
     if (last)
       for (int v = 0; v < QV; ++v) (B(1.0f) / l[v]).store_aligned(rinv + v * L);
@@ -172,20 +195,13 @@ inline void attention_panel(const AttentionArgs& a, const AttentionPlan<Arch>& p
       vrows = vb;
       ldv = hdv;
     }
+    const RunningOutput<Arch> out{o, hdv, hd, alpha, rinv, a.out + std::ptrdiff_t(q0) * a.ldo + off,
+                                  a.ldo, first, last};
     for (int qr = 0; qr < nq; qr += MR) {
       dispatch_rows<MR>(std::min(MR, nq - qr), [&](auto mc) {
         constexpr int M = decltype(mc)::value;
         for (int pp = 0; pp < vpanels; ++pp) {
-          auto epi = [&](int r, int v, B acc) {
-            const int d = pp * nrv + v * L;
-            float* op = o + (qr + r) * hdv + d;
-            if (!first) acc = fmadd<Arch>(B::load_aligned(op), B(alpha[qr + r]), acc);
-            if (!last)
-              acc.store_aligned(op);
-            else if (d < hd)
-              store_n<Arch>(a.out + std::ptrdiff_t(q0 + qr + r) * a.ldo + off + d, hd - d,
-                            acc * B(rinv[qr + r]));
-          };
+          auto epi = [&](int r, int v, B acc) { out(qr + r, pp * nrv + v * L, acc); };
           // P^T as A: element (query r, key j) at s[j * NQ + r].
           if (plan.value_vectors == 1)
             micro_kernel_strided<Arch, M, 1, false>(kc, s + qr, 1, NQ, vrows + pp * nrv, ldv, epi);
@@ -402,18 +418,17 @@ inline void for_each_query_group(const AttentionArgs& a, int group, Group&& run)
   }
 }
 
-// The fp32 paths that do not take query panels: head dims past the blocked
-// path's buffers (one query at a time) and up to 16 keys (FewKeys). False
-// when neither applies.
 template <class Arch>
-inline bool attention_unblocked(const AttentionArgs& a, const AttentionPlan<Arch>& plan) {
+inline void attention(const AttentionArgs& a) {
+  if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
   [[maybe_unused]] const double flops = 4.0 * a.queries * double(a.keys) * a.head_dim * a.heads;
+  const AttentionPlan<Arch> plan(a.head_dim);
   if (!plan.blocked) {
     const int tasks = a.heads * a.queries;
     [[maybe_unused]] const bool parallel = flops >= kParallelFlops && tasks > 1;
     LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic, 4) if (parallel))
     for (int t = 0; t < tasks; ++t) attention_query<Arch>(a, t / a.queries, t % a.queries);
-    return true;
+    return;
   }
   if (FewKeys<Arch>::applies(a)) {
     using F = FewKeys<Arch>;
@@ -427,16 +442,8 @@ inline bool attention_unblocked(const AttentionArgs& a, const AttentionPlan<Arch
       for (int q0 = (t % chunks) * QT; q0 < end; q0 += F::L)
         attention_few_keys<Arch>(a, kt, h, q0, std::min(F::L, end - q0));
     }
-    return true;
+    return;
   }
-  return false;
-}
-
-template <class Arch>
-inline void attention(const AttentionArgs& a) {
-  if (a.queries <= 0 || a.heads <= 0 || a.head_dim <= 0) return;
-  const AttentionPlan<Arch> plan(a.head_dim);
-  if (attention_unblocked<Arch>(a, plan)) return;
   for_each_query_group<Arch>(a, 1, [&](auto qv, int h, int q0, int nq) {
     attention_panel<Arch, decltype(qv)::value>(a, plan, h, q0, nq);
   });

@@ -225,20 +225,13 @@ inline void attention_group_bf16(const AttentionArgs& a, const Bf16AttentionPlan
         }
       if (last)
         for (int v = 0; v < QV; ++v) (B(1.0f) / l[g][v]).store_aligned(rinv[g] + v * L);
+      const RunningOutput<Arch> out{o[g], hdv, hd, alpha[g], rinv[g],
+                                    a.out + std::ptrdiff_t(qg) * a.ldo + off, a.ldo, first, last};
       for (int qr = 0; qr < nq; qr += MR) {
         dispatch_rows<MR>(std::min(MR, nq - qr), [&](auto mc) {
           constexpr int M = decltype(mc)::value;
           for (int pp = 0; pp < vpanels; ++pp) {
-            auto epi = [&](int r, int v, B acc) {
-              const int d = pp * nrv + v * L;
-              float* op = o[g] + (qr + r) * hdv + d;
-              if (!first) acc = fmadd<Arch>(B::load_aligned(op), B(alpha[g][qr + r]), acc);
-              if (!last)
-                acc.store_aligned(op);
-              else if (d < hd)
-                store_n<Arch>(a.out + std::ptrdiff_t(qg + qr + r) * a.ldo + off + d, hd - d,
-                              acc * B(rinv[g][qr + r]));
-            };
+            auto epi = [&](int r, int v, B acc) { out(qr + r, pp * nrv + v * L, acc); };
             // P^T as A: the pair (query r, keys 2i, 2i + 1) at pt[i * NQ + r].
             if (plan.value_vectors == 1)
               pair_kernel<Arch, Ops, M, 1>(kc2, pt + qr, 1, NQ, vt + pp * nrv, hdv, epi);
