@@ -126,6 +126,45 @@ const bool lowp_registered = [] {
 }();
 #endif
 
+#if defined(LEMEVIT_BENCH_SIMD)
+// The stem's and a downsample's 3x3 stride-2 convolutions, one image, as the
+// model runs them: bf16/int8 gather the patches in the tile conversion
+// (Kernels::conv3x3_s2); "im2col" writes the patch matrix first, as fp32 does.
+template <lemevit::Precision P, bool Gather>
+void BM_Conv3x3s2(benchmark::State& state) {
+  using S = lemevit::Kernels<lemevit::backend::Simd<xsimd::default_arch, P>>;
+  const int side = int(state.range(0)), c = int(state.range(1)), out = int(state.range(2));
+  bench::set_threads(int(state.range(3)));
+  const int o = (side - 1) / 2 + 1, rows = o * o, in = 9 * c;
+  const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(side) * side * c);
+  std::vector<float> cols(Gather ? 0 : std::size_t(rows) * in), y(std::size_t(rows) * out);
+  typename S::LinearWeights packed;
+  S::prepare_linear(w.data(), b.data(), out, in, packed);
+  for (auto _ : state) {
+    if constexpr (Gather) {
+      S::conv3x3_s2(x.data(), 1, side, side, c, packed, y.data(), lemevit::Epilogue::Store);
+    } else {
+      S::im2col_3x3_s2(x.data(), 1, side, side, c, cols.data());
+      S::linear(cols.data(), rows, in, packed, y.data(), out, lemevit::Epilogue::Store);
+    }
+  }
+  bench::count_flops(state, 2.0 * rows * in * out);
+}
+
+void conv_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"side", "in", "out", "threads"})
+      ->ArgsProduct({{224}, {3}, {32}, {1, 2}})    // stem, first conv
+      ->ArgsProduct({{112}, {32}, {64}, {1, 2}})   // stem, second conv
+      ->ArgsProduct({{56}, {64}, {128}, {1, 2}})   // a downsample
+      ->UseRealTime();
+}
+using lemevit::Precision;
+BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Bf16, true)->Name("kernel/conv3x3_s2/bf16/gather")->Apply(conv_shapes);
+BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Bf16, false)->Name("kernel/conv3x3_s2/bf16/im2col")->Apply(conv_shapes);
+BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Int8, true)->Name("kernel/conv3x3_s2/int8/gather")->Apply(conv_shapes);
+BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Int8, false)->Name("kernel/conv3x3_s2/int8/im2col")->Apply(conv_shapes);
+#endif
+
 void BM_DepthwiseConv(benchmark::State& state) {
   const int side = int(state.range(0)), ch = int(state.range(1));
   bench::set_threads(int(state.range(2)));

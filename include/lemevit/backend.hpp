@@ -20,6 +20,12 @@
 //        y = x + dwconv3x3(x), NHWC, padding 1
 //   static void attention(const AttentionArgs& a);
 //        out = softmax(scale * q k^T) v per head, fp32 softmax
+// and optionally, for the stem and downsample convolutions:
+//   static constexpr bool gathers_patches(int channels);
+//   static void conv3x3_s2(const float* x, int batch, int h, int w, int channels,
+//                          const LinearWeights& w /*over im2col rows*/, float* y, Epilogue e);
+//        linear over the patches of a 3x3 stride-2 padding-1 conv, read in place
+//        (otherwise the layer writes them out with im2col_3x3_s2 first)
 #include <cstddef>
 
 namespace lemevit {
@@ -71,6 +77,13 @@ struct Reference {};
 // backend::Simd<Arch, Precision> (xsimd kernels per instruction set) is declared in
 // backends/simd/lemevit/backend/simd.hpp.
 }  // namespace backend
+
+// The fp32 backend on the same instruction set as B (B itself where B has no
+// precision choice): what a bf16/int8 model runs the layers in that stay fp32.
+template <class B>
+struct Fp32Of {
+  using type = B;
+};
 
 template <class Backend>
 struct Kernels {

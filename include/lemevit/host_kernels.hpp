@@ -52,21 +52,26 @@ struct HostKernels {
       const float* xb = x + std::size_t(b) * h * w * channels;
       float* cb = cols + std::size_t(b) * oh * ow * row;
 #pragma omp parallel for schedule(static)
-      for (int oi = 0; oi < oh; ++oi) {
-        for (int oj = 0; oj < ow; ++oj) {
-          float* dst = cb + (std::size_t(oi) * ow + oj) * row;
-          for (int ky = 0; ky < 3; ++ky) {
-            for (int kx = 0; kx < 3; ++kx, dst += channels) {
-              const int i = 2 * oi + ky - 1, j = 2 * oj + kx - 1;
-              if (i < 0 || i >= h || j < 0 || j >= w) {
-                std::memset(dst, 0, sizeof(float) * channels);
-              } else {
-                std::memcpy(dst, xb + (std::size_t(i) * w + j) * channels, sizeof(float) * channels);
-              }
-            }
-          }
-        }
+      for (int oi = 0; oi < oh; ++oi)
+        for (int oj = 0; oj < ow; ++oj) patch_3x3_s2(xb, h, w, channels, oi, oj, cb + (std::size_t(oi) * ow + oj) * row);
+    }
+  }
+
+  // One row of im2col_3x3_s2: output pixel (oi, oj) of map x. The three
+  // pixels of a kernel row are adjacent in NHWC: one copy each.
+  static void patch_3x3_s2(const float* x, int h, int w, int channels, int oi, int oj, float* dst) {
+    const std::size_t pixel = std::size_t(channels) * sizeof(float);
+    const int j0 = 2 * oj - 1;
+    const int first = j0 < 0 ? 1 : 0, last = j0 + 2 >= w ? 2 : 3;  // the kx in [first, last) inside the map
+    for (int ky = 0; ky < 3; ++ky, dst += 3 * channels) {
+      const int i = 2 * oi + ky - 1;
+      if (i < 0 || i >= h) {
+        std::memset(dst, 0, 3 * pixel);
+        continue;
       }
+      if (first) std::memset(dst, 0, pixel);
+      std::memcpy(dst + first * channels, x + (std::ptrdiff_t(i) * w + j0 + first) * channels, (last - first) * pixel);
+      if (last < 3) std::memset(dst + 2 * channels, 0, pixel);
     }
   }
 

@@ -5,6 +5,7 @@
 //    into one GEMM over im2col patches (stem and downsample layers).
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "lemevit/arch.hpp"
@@ -58,12 +59,25 @@ inline void fold_batch_norm(WeightLoader& w, const std::string& bn, int channels
   }
 }
 
-template <class B, int H, int W, int Cin, int Cout>
+template <class B0, int H, int W, int Cin, int Cout>
 class ConvBn3x3s2 {
+  // The stem's first conv (RGB: 27-value patch rows) stays fp32 in a bf16 or
+  // int8 model: converting a row that short costs more than its fp32 product
+  // (int8: 2.5x the fp32 time at 112x112x27 -> 32), and it is 1.5% of the FLOPs.
+  using B = std::conditional_t<(Cin <= 3), typename Fp32Of<B0>::type, B0>;
+
  public:
   static constexpr int out_h = conv_s2(H), out_w = conv_s2(W);
   static constexpr int in_tokens = H * W, out_tokens = out_h * out_w;
-  static constexpr std::size_t im2col_floats = std::size_t(out_tokens) * 9 * Cin;
+  // Whether the backend reads the patches in place (Kernels::conv3x3_s2);
+  // else they are written out by im2col, into `cols`.
+  static constexpr bool gathers = [] {
+    if constexpr (requires { Kernels<B>::gathers_patches(Cin); })
+      return Kernels<B>::gathers_patches(Cin);
+    else
+      return false;
+  }();
+  static constexpr std::size_t im2col_floats = gathers ? 0 : std::size_t(out_tokens) * 9 * Cin;
 
   void load(WeightLoader& w, const std::string& conv, const std::string& bn) {
     auto weight = w.floats(conv + ".weight", {Cout, Cin, 3, 3});
@@ -84,8 +98,12 @@ class ConvBn3x3s2 {
   // `cols` holds batch * im2col_floats.
   void operator()(const float* x, int batch, float* y, float* cols,
                   Epilogue e = Epilogue::Store) const {
-    Kernels<B>::im2col_3x3_s2(x, batch, H, W, Cin, cols);
-    gemm_(cols, batch * out_tokens, y, e);
+    if constexpr (gathers) {
+      Kernels<B>::conv3x3_s2(x, batch, H, W, Cin, gemm_.prepared(), y, e);
+    } else {
+      Kernels<B>::im2col_3x3_s2(x, batch, H, W, Cin, cols);
+      gemm_(cols, batch * out_tokens, y, e);
+    }
   }
 
  private:

@@ -34,6 +34,7 @@ class Linear {
   }
 
   int out_features() const { return out_; }
+  const typename Kernels<B>::LinearWeights& prepared() const { return weights_; }
   double flops(int rows) const { return 2.0 * rows * In * out_; }
 
   // y (rows x out, row stride ldy) <- x (rows x In, row stride ldx) W^T + b

@@ -46,6 +46,11 @@ template <class Arch = xsimd::default_arch, Precision P = Precision::Fp32>
 struct Simd {};
 }  // namespace backend
 
+template <class Arch, Precision P>
+struct Fp32Of<backend::Simd<Arch, P>> {
+  using type = backend::Simd<Arch>;
+};
+
 namespace backend::simd {
 // The micro-kernel of a precision on an instruction set: for bf16/int8 the
 // one of the extension the compiler targets for that vector width (AVX-512,
@@ -155,11 +160,28 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
 
   static void linear(const float* x, int rows, int ldx, const LinearWeights& w, float* y,
                      int ldy, Epilogue e) {
-    switch (e) {
-      case Epilogue::Store: gemm<Epilogue::Store>(x, rows, ldx, w, y, ldy); break;
-      case Epilogue::Gelu: gemm<Epilogue::Gelu>(x, rows, ldx, w, y, ldy); break;
-      case Epilogue::Accumulate: gemm<Epilogue::Accumulate>(x, rows, ldx, w, y, ldy); break;
-    }
+    with_epilogue(e, [&](auto ep) {
+      if constexpr (P == Precision::Fp32)
+        backend::simd::gemm<Arch, ep.value>(x, rows, ldx, w, y, ldy);
+      else
+        backend::simd::gemm_lowp<Arch, ep.value, Gemm>(x, rows, ldx, w, y, ldy);
+    });
+  }
+
+  // A 3x3 stride-2 padding-1 convolution over `batch` NHWC maps whose weights
+  // were prepared as a Linear over im2col rows (layers::ConvBn3x3s2). bf16 and
+  // int8 gather each patch row as their tile conversion reads it, so the
+  // im2col matrix is never written; fp32 reads its operand in place and has
+  // no such pass to hide the gather in (it runs im2col, then linear).
+  static constexpr bool gathers_patches(int channels) {
+    return P != Precision::Fp32 && 9 * channels <= backend::simd::kLowpChunk;
+  }
+  static void conv3x3_s2(const float* x, int batch, int h, int w, int channels, const LinearWeights& wt,
+                         float* y, Epilogue e) {
+    const backend::simd::Patches3x3s2 patches{x, h, w, channels};
+    with_epilogue(e, [&](auto ep) {
+      backend::simd::gemm_lowp_rows<Arch, ep.value, Gemm>(patches, batch * patches.oh * patches.ow, wt, y, wt.out);
+    });
   }
 
   static void layer_norm(const float* x, int rows, int dim, const float* gamma,
@@ -190,12 +212,13 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   }
 
  private:
-  template <Epilogue E>
-  static void gemm(const float* x, int rows, int ldx, const LinearWeights& w, float* y, int ldy) {
-    if constexpr (P == Precision::Fp32)
-      backend::simd::gemm<Arch, E>(x, rows, ldx, w, y, ldy);
-    else
-      backend::simd::gemm_lowp<Arch, E, Gemm>(x, rows, ldx, w, y, ldy);
+  template <class F>
+  static void with_epilogue(Epilogue e, F&& f) {
+    switch (e) {
+      case Epilogue::Store: f(std::integral_constant<Epilogue, Epilogue::Store>{}); break;
+      case Epilogue::Gelu: f(std::integral_constant<Epilogue, Epilogue::Gelu>{}); break;
+      case Epilogue::Accumulate: f(std::integral_constant<Epilogue, Epilogue::Accumulate>{}); break;
+    }
   }
 };
 

@@ -36,9 +36,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "lemevit/backend.hpp"
+#include "lemevit/host_kernels.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
 #include "lemevit/backend/simd/parallel.hpp"
 #include "lemevit/backend/simd/xsimd_compat.hpp"
@@ -314,14 +316,40 @@ struct NeonMmlaTile {
 };
 #endif
 
+// Where the driver reads the rows of x.
+// Rows as stored: row r at x + r ldx.
+struct DenseRows {
+  static constexpr bool gathers = false;
+  const float* x;
+  int ldx;
+  const float* row(int r, float*) const { return x + std::ptrdiff_t(r) * ldx; }
+};
+
+// The rows of HostKernels::im2col_3x3_s2's matrix (the patches of a 3x3
+// stride-2 padding-1 convolution over `batch` NHWC maps), gathered one at a
+// time into an L1-resident buffer: the stem's im2col matrix would be 3.6 MB
+// per image, written and read back through DRAM, costing more than the
+// bf16/int8 product itself. Needs 9 c <= kLowpChunk.
+struct Patches3x3s2 {
+  static constexpr bool gathers = true;
+  const float* x;
+  int h, w, c;
+  int oh = (h - 1) / 2 + 1, ow = (w - 1) / 2 + 1;
+  const float* row(int r, float* dst) const {
+    const int per_image = oh * ow, b = r / per_image;
+    HostKernels::patch_3x3_s2(x + std::ptrdiff_t(b) * h * w * c, h, w, c, r % per_image / ow, r % ow, dst);
+    return dst;
+  }
+};
+
 // The driver. A kernel K (gemm_bf16.hpp, gemm_int8.hpp) provides
 //   Weights, Elem (activation element in the tile buffer), rows (tile height),
 //   RowParams, row_params(x, in), convert(x, n, params, dst: n rounded up to the group),
 //   Acc<M>, zero<M>(acc), accumulate<M>(acc, a, lda, groups, panel_group0),
 //   finish<M>(acc, params, weights, panel, epi), calling epi(r, v, Batch<Arch>).
-template <class Arch, Epilogue E, class K>
-inline void gemm_lowp(const float* x, int rows, int ldx, const typename K::Weights& w, float* y,
-                      int ldy) {
+// Src: DenseRows or Patches3x3s2.
+template <class Arch, Epilogue E, class K, class Src>
+inline void gemm_lowp_rows(const Src& src, int rows, const typename K::Weights& w, float* y, int ldy) {
   using W = typename K::Weights;
   constexpr int MR = K::rows, G = W::group, L = kLanes<Arch>;
   static_assert(kLowpCols % L == 0 && kLowpChunk % G == 0);
@@ -329,6 +357,7 @@ inline void gemm_lowp(const float* x, int rows, int ldx, const typename K::Weigh
   const int in = w.in, groups = (in + G - 1) / G;
   const int lda = std::min(groups * G, kLowpChunk);
   const bool one_chunk = in <= kLowpChunk;
+  if (Src::gathers && !one_chunk) throw std::logic_error("gemm_lowp: gathered rows longer than kLowpChunk");
   const auto* panels = w.panels.data();
   const GemmBlocking g = gemm_blocking<Arch, MR, kLowpCols, sizeof(*panels)>(rows, in, w.out);
   [[maybe_unused]] const double flops = 2.0 * rows * double(in) * w.out;
@@ -336,20 +365,26 @@ inline void gemm_lowp(const float* x, int rows, int ldx, const typename K::Weigh
   LEMEVIT_SIMD_OMP(omp parallel for schedule(dynamic) if (flops >= kParallelFlops && tasks > 1))
   for (int task = 0; task < tasks; ++task) {
     alignas(64) typename K::Elem a[MR * std::size_t(kLowpChunk)];
+    alignas(64) float gathered[Src::gathers ? kLowpChunk : 1];
     typename K::RowParams params[MR];
     const int rb = task / g.col_blocks, cb = task % g.col_blocks;
     const int t_end = std::min(g.row_tiles, (rb + 1) * g.tiles_per_block);
     const int p_end = std::min(g.panels, (cb + 1) * g.panels_per_block);
     for (int t = rb * g.tiles_per_block; t < t_end; ++t) {
       const int r0 = t * MR, m = std::min(MR, rows - r0);
-      const float* xt = x + std::ptrdiff_t(r0) * ldx;
-      auto convert = [&](int k0) {
+      auto convert = [&](int k0) {  // chunk k0 of long (dense) rows
         const int n = std::min(kLowpChunk, in - k0);
-        for (int r = 0; r < m; ++r)
-          K::convert(xt + std::ptrdiff_t(r) * ldx + k0, n, params[r], a + std::ptrdiff_t(r) * lda);
+        for (int r = 0; r < m; ++r) K::convert(src.row(r0 + r, nullptr) + k0, n, params[r], a + std::ptrdiff_t(r) * lda);
       };
-      for (int r = 0; r < m; ++r) params[r] = K::row_params(xt + std::ptrdiff_t(r) * ldx, in);
-      if (one_chunk) convert(0);
+      if (one_chunk) {
+        for (int r = 0; r < m; ++r) {
+          const float* xr = src.row(r0 + r, gathered);
+          params[r] = K::row_params(xr, in);
+          K::convert(xr, in, params[r], a + std::ptrdiff_t(r) * lda);
+        }
+      } else {
+        for (int r = 0; r < m; ++r) params[r] = K::row_params(src.row(r0 + r, nullptr), in);
+      }
       dispatch_rows<MR>(m, [&](auto mc) {
         constexpr int M = decltype(mc)::value;
         for (int p = cb * g.panels_per_block; p < p_end; ++p) {
@@ -369,6 +404,12 @@ inline void gemm_lowp(const float* x, int rows, int ldx, const typename K::Weigh
       });
     }
   }
+}
+
+template <class Arch, Epilogue E, class K>
+inline void gemm_lowp(const float* x, int rows, int ldx, const typename K::Weights& w, float* y,
+                      int ldy) {
+  gemm_lowp_rows<Arch, E, K>(DenseRows{x, ldx}, rows, w, y, ldy);
 }
 
 }  // namespace lemevit::backend::simd
