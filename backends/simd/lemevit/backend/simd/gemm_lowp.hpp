@@ -376,14 +376,17 @@ inline void gemm_lowp_rows(const Src& src, int rows, const typename K::Weights& 
         const int n = std::min(kLowpChunk, in - k0);
         for (int r = 0; r < m; ++r) K::convert(src.row(r0 + r, nullptr) + k0, n, params[r], a + std::ptrdiff_t(r) * lda);
       };
-      if (one_chunk) {
+      if constexpr (Src::gathers) {  // one chunk
         for (int r = 0; r < m; ++r) {
           const float* xr = src.row(r0 + r, gathered);
           params[r] = K::row_params(xr, in);
           K::convert(xr, in, params[r], a + std::ptrdiff_t(r) * lda);
         }
       } else {
+        // All ranges first: the rows' reductions overlap instead of each
+        // conversion waiting for its own.
         for (int r = 0; r < m; ++r) params[r] = K::row_params(src.row(r0 + r, nullptr), in);
+        if (one_chunk) convert(0);
       }
       dispatch_rows<MR>(m, [&](auto mc) {
         constexpr int M = decltype(mc)::value;
