@@ -176,16 +176,16 @@ struct GemmBlocking {
 };
 
 // MR x NR tiles of ElemBytes-byte weights (the low-precision GEMMs use it too).
-template <class Arch, int MR = GemmTile<Arch>::rows, int NR = GemmTile<Arch>::cols, int ElemBytes = 4>
+template <class Arch, int MR = GemmTile<Arch>::rows, int NR = GemmTile<Arch>::cols, int ElemBytes = 4,
+          int L2Bytes = 256 * 1024>
 inline GemmBlocking gemm_blocking(int rows, int K, int out) {
   GemmBlocking g{};
   g.row_tiles = (rows + MR - 1) / MR;
   g.panels = (out + NR - 1) / NR;
-  // A column block of W (K x cols x panels) stays within ~256 KiB of L2
-  // while a row block streams through it.
-  constexpr int kL2Bytes = 256 * 1024;
+  // A column block of W (K x cols x panels) stays within L2Bytes (fp32: 256
+  // KiB of L2) while a row block streams through it.
   const int per_panel = std::max(1, K * NR * ElemBytes);
-  g.panels_per_block = std::clamp(kL2Bytes / per_panel, 1, std::max(1, g.panels));
+  g.panels_per_block = std::clamp(L2Bytes / per_panel, 1, std::max(1, g.panels));
   // Row blocks of up to 16 tiles. While there are fewer than four tasks per
   // thread, halve the row blocks, then the column blocks. This only moves
   // work between threads: no result depends on it.
