@@ -169,6 +169,30 @@ struct LinearEpilogue {
   }
 };
 
+// The sums plus the bias into an L1 tile of Cols columns; then
+// store_gelu_tile. The GELU epilogue goes this way: as a loop over the tile,
+// its constants stay in registers, where one out-of-line call per vector
+// from the micro-kernel's epilogue reloaded them (and GCC does not inline
+// 24 GELUs into a micro-kernel without spilling).
+template <class Arch, int Cols>
+struct TileEpilogue {
+  const float* bias;  // this panel's (padded) bias
+  float* tile;
+  void operator()(int r, int v, Batch<Arch> acc) const {
+    constexpr int L = kLanes<Arch>;
+    (acc + Batch<Arch>::load_aligned(bias + v * L)).store_aligned(tile + r * Cols + v * L);
+  }
+};
+
+// y[r][c] = GELU(tile[r][c]) for the tile's M rows and its first ncols columns.
+template <class Arch, int M, int Cols>
+inline void store_gelu_tile(const float (&tile)[M][Cols], float* y, std::ptrdiff_t ldy, int ncols) {
+  constexpr int L = kLanes<Arch>;
+  for (int r = 0; r < M; ++r)
+    for (int v = 0; v < Cols / L && v * L < ncols; ++v)
+      store_n<Arch>(y + r * ldy + v * L, ncols - v * L, gelu<Arch>(Batch<Arch>::load_aligned(tile[r] + v * L)));
+}
+
 // Blocking of one `linear` call: tasks are (row block, column block) pairs.
 struct GemmBlocking {
   int row_tiles, tiles_per_block, row_blocks;
@@ -231,10 +255,17 @@ inline void gemm(const float* x, int rows, int ldx, const PackedLinear<Arch>& w,
       dispatch_rows<MR>(m, [&](auto mc) {
         constexpr int M = decltype(mc)::value;
         for (int p = cb * g.panels_per_block; p < p_end; ++p) {
-          const LinearEpilogue<Arch, E> epi{w.bias.data() + std::ptrdiff_t(p) * NR,
-                                            y + std::ptrdiff_t(r0) * ldy + p * NR, ldy,
-                                            std::min(NR, w.out - p * NR)};
-          micro_kernel<Arch, M, NV>(K, xt, ldx, w.panels.data() + std::ptrdiff_t(p) * K * NR, epi);
+          const float* bias = w.bias.data() + std::ptrdiff_t(p) * NR;
+          const float* panel = w.panels.data() + std::ptrdiff_t(p) * K * NR;
+          float* yt = y + std::ptrdiff_t(r0) * ldy + p * NR;
+          const int ncols = std::min(NR, w.out - p * NR);
+          if constexpr (E == Epilogue::Gelu) {
+            alignas(64) float tile[M][NR];
+            micro_kernel<Arch, M, NV>(K, xt, ldx, panel, TileEpilogue<Arch, NR>{bias, tile[0]});
+            store_gelu_tile<Arch>(tile, yt, ldy, ncols);
+          } else {
+            micro_kernel<Arch, M, NV>(K, xt, ldx, panel, LinearEpilogue<Arch, E>{bias, yt, ldy, ncols});
+          }
         }
       });
     }

@@ -347,17 +347,6 @@ struct Patches3x3s2 {
   }
 };
 
-// The sums plus the bias, stored into an L1 tile of kLowpCols columns.
-template <class Arch>
-struct TileEpilogue {
-  const float* bias;  // this panel's (padded) bias
-  float* tile;
-  void operator()(int r, int v, Batch<Arch> acc) const {
-    constexpr int L = kLanes<Arch>;
-    (acc + Batch<Arch>::load_aligned(bias + v * L)).store_aligned(tile + r * kLowpCols + v * L);
-  }
-};
-
 // The driver. A kernel K (gemm_bf16.hpp, gemm_int8.hpp) provides
 //   Weights, Elem (activation element in the tile buffer), rows (tile height),
 //   RowParams, row_params(x, in), convert(x, n, params, dst: n rounded up to the group),
@@ -419,14 +408,9 @@ inline void gemm_lowp_rows(const Src& src, int rows, const typename K::Weights& 
           float* yt = y + std::ptrdiff_t(r0) * ldy + p * kLowpCols;
           const float* bias = w.bias.data() + std::ptrdiff_t(p) * kLowpCols;
           if constexpr (E == Epilogue::Gelu) {
-            // The GELU as a pass over the tile, its constants in registers,
-            // instead of one call per vector from the kernel's epilogue.
             alignas(64) float tile[M][kLowpCols];
-            K::template finish<M>(acc, params, w, p, TileEpilogue<Arch>{bias, tile[0]});
-            for (int r = 0; r < M; ++r)
-              for (int v = 0; v < kLowpCols / L && v * L < ncols; ++v)
-                store_n<Arch>(yt + std::ptrdiff_t(r) * ldy + v * L, ncols - v * L,
-                              gelu<Arch>(Batch<Arch>::load_aligned(tile[r] + v * L)));
+            K::template finish<M>(acc, params, w, p, TileEpilogue<Arch, kLowpCols>{bias, tile[0]});
+            store_gelu_tile<Arch>(tile, yt, ldy, ncols);
           } else {
             K::template finish<M>(acc, params, w, p, LinearEpilogue<Arch, E>{bias, yt, ldy, ncols});
           }
