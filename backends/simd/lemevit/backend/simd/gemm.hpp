@@ -193,6 +193,20 @@ inline void store_gelu_tile(const float (&tile)[M][Cols], float* y, std::ptrdiff
       store_n<Arch>(y + r * ldy + v * L, ncols - v * L, gelu<Arch>(Batch<Arch>::load_aligned(tile[r] + v * L)));
 }
 
+// kernel(epi) with the epilogue E for one panel of a tile: Store and
+// Accumulate write y directly; GELU goes through the L1 tile. Both GEMM
+// drivers (fp32 here, bf16/int8 in gemm_lowp.hpp) place their epilogues here.
+template <class Arch, Epilogue E, int M, int Cols, class F>
+inline void with_panel_epilogue(const float* bias, float* y, std::ptrdiff_t ldy, int ncols, F&& kernel) {
+  if constexpr (E == Epilogue::Gelu) {
+    alignas(64) float tile[M][Cols];
+    kernel(TileEpilogue<Arch, Cols>{bias, tile[0]});
+    store_gelu_tile<Arch>(tile, y, ldy, ncols);
+  } else {
+    kernel(LinearEpilogue<Arch, E>{bias, y, ldy, ncols});
+  }
+}
+
 // Blocking of one `linear` call: tasks are (row block, column block) pairs.
 struct GemmBlocking {
   int row_tiles, tiles_per_block, row_blocks;
@@ -259,13 +273,9 @@ inline void gemm(const float* x, int rows, int ldx, const PackedLinear<Arch>& w,
           const float* panel = w.panels.data() + std::ptrdiff_t(p) * K * NR;
           float* yt = y + std::ptrdiff_t(r0) * ldy + p * NR;
           const int ncols = std::min(NR, w.out - p * NR);
-          if constexpr (E == Epilogue::Gelu) {
-            alignas(64) float tile[M][NR];
-            micro_kernel<Arch, M, NV>(K, xt, ldx, panel, TileEpilogue<Arch, NR>{bias, tile[0]});
-            store_gelu_tile<Arch>(tile, yt, ldy, ncols);
-          } else {
-            micro_kernel<Arch, M, NV>(K, xt, ldx, panel, LinearEpilogue<Arch, E>{bias, yt, ldy, ncols});
-          }
+          with_panel_epilogue<Arch, E, M, NR>(bias, yt, ldy, ncols, [&](const auto& epi) {
+            micro_kernel<Arch, M, NV>(K, xt, ldx, panel, epi);
+          });
         }
       });
     }

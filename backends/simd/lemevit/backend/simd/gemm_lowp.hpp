@@ -407,13 +407,9 @@ inline void gemm_lowp_rows(const Src& src, int rows, const typename K::Weights& 
           const int ncols = std::min(kLowpCols, w.out - p * kLowpCols);
           float* yt = y + std::ptrdiff_t(r0) * ldy + p * kLowpCols;
           const float* bias = w.bias.data() + std::ptrdiff_t(p) * kLowpCols;
-          if constexpr (E == Epilogue::Gelu) {
-            alignas(64) float tile[M][kLowpCols];
-            K::template finish<M>(acc, params, w, p, TileEpilogue<Arch, kLowpCols>{bias, tile[0]});
-            store_gelu_tile<Arch>(tile, yt, ldy, ncols);
-          } else {
-            K::template finish<M>(acc, params, w, p, LinearEpilogue<Arch, E>{bias, yt, ldy, ncols});
-          }
+          with_panel_epilogue<Arch, E, M, kLowpCols>(bias, yt, ldy, ncols, [&](const auto& epi) {
+            K::template finish<M>(acc, params, w, p, epi);
+          });
         }
       });
     }
