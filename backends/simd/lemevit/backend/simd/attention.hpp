@@ -79,19 +79,24 @@ struct AttentionPlan {
 // (j ascending; t is recomputed rather than stored: a multiply is cheaper
 // than a store). Locals, not m and l, carry the sums: arrays the loops index
 // would stay in memory and chain every add through a store.
-template <class Arch, int QV>
+//
+// Base2: the scores are t already, scaled by scale log2(e), and exp is
+// softmax_exp2 (the low precisions' attention, attention_bf16.hpp).
+template <class Arch, int QV, bool Base2 = false>
 inline void softmax_block(float* s, int kc, float scale, Batch<Arch>* m, Batch<Arch>* l, float* alpha) {
   using B = Batch<Arch>;
   constexpr int L = kLanes<Arch>, NQ = QV * L;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   const B vscale(scale), vneginf(kNegInf), vzero(0.0f);
+  const auto scaled = [&](const float* p) { return Base2 ? B::load_aligned(p) : B::load_aligned(p) * vscale; };
+  const auto exp = [](const B& d) { return Base2 ? softmax_exp2<Arch>(d) : softmax_exp<Arch>(d); };
   B mx[QV], mo[QV], sum[QV];
   static_for<QV>([&](auto v) { mx[v] = vneginf; });
   for (int j = 0; j < kc; ++j)
-    static_for<QV>([&](auto v) { mx[v] = xsimd::max(mx[v], B::load_aligned(s + j * NQ + v * L) * vscale); });
+    static_for<QV>([&](auto v) { mx[v] = xsimd::max(mx[v], scaled(s + j * NQ + v * L)); });
   static_for<QV>([&](auto v) {
     const B m_new = xsimd::max(m[v], mx[v]);
-    const B al = xsimd::select(m[v] == vneginf, vzero, softmax_exp<Arch>(m[v] - m_new));
+    const B al = xsimd::select(m[v] == vneginf, vzero, exp(m[v] - m_new));
     al.store_aligned(alpha + v * L);
     mo[v] = m_new;
     sum[v] = vzero;
@@ -99,7 +104,7 @@ inline void softmax_block(float* s, int kc, float scale, Batch<Arch>* m, Batch<A
   for (int j = 0; j < kc; ++j)
     static_for<QV>([&](auto v) {
       float* sp = s + j * NQ + v * L;
-      const B p = softmax_exp<Arch>(B::load_aligned(sp) * vscale - mo[v]);
+      const B p = exp(scaled(sp) - mo[v]);
       p.store_aligned(sp);
       sum[v] = sum[v] + p;
     });

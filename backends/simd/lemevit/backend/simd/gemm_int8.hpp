@@ -120,7 +120,17 @@ struct Int8Vnni512_12x32 {
     if (n >= 64) {
       // packus interleaves 128-bit lanes: dword j of the result holds values 4j..4j+3 of lane order[j].
       const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-      auto quad = [&](int k) { return _mm512_cvtps_epi32(sixteen(_mm512_loadu_ps(x + i + 16 * k))); };
+      // The same numbers in fewer steps: the packs saturate to [0, 255], so
+      // only +Inf needs the clamp (at 256) before the integer conversion
+      // rounds to nearest; NaN (min_ps returns its second operand) and values
+      // below INT_MIN convert to INT_MIN, which saturates to 0 like the
+      // clamps above.
+      const __m512 top = _mm512_set1_ps(256.0f);
+      const __m512i zi = _mm512_set1_epi32(q.zero);
+      auto quad = [&](int k) {
+        const __m512 t = _mm512_min_ps(top, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16 * k), inv));
+        return _mm512_add_epi32(_mm512_cvt_roundps_epi32(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zi);
+      };
       for (; i + 64 <= n; i += 64) {
         const __m512i ab = _mm512_packus_epi32(quad(0), quad(1)), cd = _mm512_packus_epi32(quad(2), quad(3));
         _mm512_storeu_si512(dst + i, _mm512_permutexvar_epi32(order, _mm512_packus_epi16(ab, cd)));
