@@ -51,7 +51,8 @@ inline lemevit::Precision precision(const Args& args) {
 // Help line of --precision, shared by the commands that take it.
 inline constexpr const char* kPrecisionHelp =
     "  --precision  fp32 (default), bf16 or int8: the arithmetic of the matrix products\n"
-    "               (LayerNorm, softmax, GELU, residuals and attention stay fp32)\n";
+    "               (LayerNorm, softmax, GELU and residuals stay fp32; attention's two\n"
+    "               products run in bf16 where the CPU has AVX512_BF16)\n";
 
 // The model of --weights (or `path`) on --device in --precision with --dca-scale applied.
 inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <new>
@@ -202,6 +203,39 @@ TEST_CASE("a profiled forward gives the same logits and accounts for every FLOP"
   for (int i = 0; i < 5; ++i) stage_flops += profile.stage(i).flops;
   CHECK(stage_flops == Approx(profile.flops()).epsilon(1e-12));
   CHECK(profile.stage(0).flops > 0.0);
+}
+
+TEST_CASE("a profiled batch of passes side by side is timed as it runs", "[model][profile]") {
+#ifdef _OPENMP
+  // On 2 threads a batch of several passes runs them side by side; a Profile
+  // must see that run (each thread timing its own passes), not one pass at a
+  // time: the same logits, every FLOP and call once, times averaged over the
+  // threads.
+  const Small net = Small::load(fixture("custom_small.safetensors"));
+  const int batch = 2 * Small::images_per_pass + 1, passes = 3;
+  const auto x = random_images(batch, 8);
+  auto ws = net.make_workspace(batch);
+  std::vector<float> plain(std::size_t(batch) * 7), profiled(plain.size());
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  net.forward(x.data(), batch, plain.data(), ws);
+  Profile profile;
+  const auto t0 = std::chrono::steady_clock::now();
+  net.forward(x.data(), batch, profiled.data(), ws, profile);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  omp_set_num_threads(saved);
+  CHECK(std::memcmp(plain.data(), profiled.data(), plain.size() * sizeof(float)) == 0);
+  CHECK(profile.flops() == Approx(Small::flops * batch).epsilon(1e-12));
+  CHECK(profile[Part::Stem].calls == passes);
+  CHECK(profile[Part::Head].calls == passes);
+  CHECK(profile.stages() == 5);
+  // Two passes on two threads, then one alone: averaged over the threads,
+  // the parts' times cannot exceed the wall time (summed, they would).
+  CHECK(profile.seconds() > 0.0);
+  CHECK(profile.seconds() <= wall);
+#else
+  SUCCEED("built without OpenMP: one pass at a time by construction");
+#endif
 }
 
 TEMPLATE_TEST_CASE("a sample's logits do not depend on the thread count", "[model]", LEMEVIT_PRECISIONS) {

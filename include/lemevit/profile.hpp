@@ -11,7 +11,9 @@
 // calling thread reads a steady clock around each piece (the kernels inside
 // run OpenMP-parallel and join before returning; device backends are
 // synchronised first), so a part's time is the wall time all threads spent
-// in it.
+// in it. A batch whose passes run side by side (Model::run) is timed the
+// same way: each thread times its own single-threaded passes, and the
+// parts' times are averaged over the threads (merge).
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -80,6 +82,19 @@ class Profile {
   int stages() const { return stages_; }
   double seconds() const { return total().seconds; }
   double flops() const { return total().flops; }
+
+  // Adds a profile of passes that ran side by side with others, one per
+  // thread on `threads` threads: FLOPs and calls as they are, times divided
+  // by `threads`, so that the parts still add up to the wall time.
+  void merge(const Profile& other, int threads) {
+    for (std::size_t s = 0; s < entries_.size(); ++s)
+      for (int p = 0; p < kParts; ++p) {
+        Entry e = other.entries_[s][p];
+        e.seconds /= threads;
+        entries_[s][p] += e;
+      }
+    stages_ = std::max(stages_, other.stages_);
+  }
 
   // The work recorded from now on belongs to `stage` (or kOutside).
   void enter_stage(int stage) {
