@@ -3,10 +3,12 @@
 // (The loader's error reports are tests/errors_test.cpp.)
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <new>
 #include <random>
 #include <thread>
@@ -219,12 +221,17 @@ TEST_CASE("a profiled batch of passes side by side is timed as it runs", "[model
   const int saved = omp_get_max_threads();
   omp_set_num_threads(2);
   net.forward(x.data(), batch, plain.data(), ws);
+  // The second pass of a side-by-side pair runs in the workspace's second
+  // slot; one pass at a time would leave that slot untouched.
+  float* slot1 = ws.data() + std::size_t(Small::images_per_pass) * ws.floats_per_image();
+  std::fill(slot1, slot1 + ws.floats_per_image(), std::numeric_limits<float>::quiet_NaN());
   Profile profile;
   const auto t0 = std::chrono::steady_clock::now();
   net.forward(x.data(), batch, profiled.data(), ws, profile);
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   omp_set_num_threads(saved);
   CHECK(std::memcmp(plain.data(), profiled.data(), plain.size() * sizeof(float)) == 0);
+  CHECK(std::count_if(slot1, slot1 + ws.floats_per_image(), [](float v) { return !std::isnan(v); }) > 0);
   CHECK(profile.flops() == Approx(Small::flops * batch).epsilon(1e-12));
   CHECK(profile[Part::Stem].calls == passes);
   CHECK(profile[Part::Head].calls == passes);

@@ -80,8 +80,9 @@ struct AttentionPlan {
 // than a store). Locals, not m and l, carry the sums: arrays the loops index
 // would stay in memory and chain every add through a store.
 //
-// Base2: the scores are t already, scaled by scale log2(e), and exp is
-// softmax_exp2 (the low precisions' attention, attention_bf16.hpp).
+// Base2: the scores are t already, scaled by scale log2(e) where the
+// product wrote them (`scale` is then unused), and exp is softmax_exp2 (the
+// low precisions' attention, attention_bf16.hpp).
 template <class Arch, int QV, bool Base2 = false>
 inline void softmax_block(float* s, int kc, float scale, Batch<Arch>* m, Batch<Arch>* l, float* alpha) {
   using B = Batch<Arch>;

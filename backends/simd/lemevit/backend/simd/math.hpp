@@ -226,6 +226,12 @@ inline Batch<Arch> gelu(const Batch<Arch>& v) {
   }
 }
 
+// 2^k for t = k + kRoundMagic, |k| <= 127: k's bits moved into the exponent.
+template <class Arch>
+inline Batch<Arch> pow2_rounded(const Batch<Arch>& t) {
+  return from_bits<Arch>((bits_of<Arch>(t) << 23) + IntBatch<Arch>(127 << 23));
+}
+
 // exp(x) for softmax arguments (x <= 0, correct up to x = 88.37), about
 // 1.5 ulp; 0 below -87.34 (no subnormal results). Cody-Waite reduction
 // x = k ln 2 + r, |r| <= ln(2)/2, xsimd's (Cephes') polynomial for e^r, and
@@ -245,8 +251,7 @@ inline Batch<Arch> softmax_exp(const Batch<Arch>& v) {
   p = fmadd<Arch>(p, r, B(1.6666277e-01f));
   p = fmadd<Arch>(p, r, B(5.0000000e-01f));
   const B e = fmadd<Arch>(p, r * r, r) + B(1.0f);
-  const B scale = from_bits<Arch>((bits_of<Arch>(t) << 23) + IntBatch<Arch>(127 << 23));
-  return xsimd::select(v < lo, B(0.0f), e * scale);
+  return xsimd::select(v < lo, B(0.0f), e * pow2_rounded<Arch>(t));
 }
 
 // 2^d for the softmax of the low precisions' attention, whose scores come
@@ -266,7 +271,7 @@ inline Batch<Arch> softmax_exp2(const Batch<Arch>& d) {
   p = fmadd<Arch>(p, f, B(2.40221202e-01f));
   p = fmadd<Arch>(p, f, B(6.93146944e-01f));
   p = fmadd<Arch>(p, f, B(1.00000012f));
-  return p * from_bits<Arch>((bits_of<Arch>(t) << 23) + IntBatch<Arch>(127 << 23));
+  return p * pow2_rounded<Arch>(t);
 }
 
 // The first n (< lanes) floats at p; the other lanes hold `fill`.
