@@ -1,10 +1,13 @@
 // Kernels at LeMeViT's real shapes, plus the register-only FMA loop that
 // gives the machine's peak in the same run.
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <lemevit/lemevit.hpp>
 #if __has_include(<xsimd/xsimd.hpp>) && !defined(LEMEVIT_NO_SIMD)
 #include <lemevit/backend/simd.hpp>
+#include <immintrin.h>
 #define LEMEVIT_BENCH_SIMD 1
 #endif
 
@@ -58,6 +61,129 @@ BENCHMARK(BM_Linear<K>)
     ->ArgsProduct({{12544}, {27}, {32}, {1, 2}})  // the stem's convs
     ->ArgsProduct({{3136}, {288}, {64}, {1, 2}})
     ->UseRealTime();
+
+#if defined(LEMEVIT_BENCH_SIMD) && defined(__AVX512VNNI__) && defined(__AVX512BF16__)
+// What the low-precision products can reach, and what competes with them:
+// register-only loops of independent chains of one instruction, or of two
+// kinds side by side, counted in instructions per second.
+// VPDPBUSD does 64 int8 products, VDPBF16PS 32 bf16 products, VFMADD231PS 16
+// fp32 ones; a pair that runs no faster than one kind alone shares its
+// execution ports (on Zen 5: VPDPBUSD, VFMADD, VPMULLD, VMULPS and, mostly,
+// VPERMPS; not VCVTDQ2PS or VADDPS), which bounds int8 at small K, where the
+// dequantisation and GELU of each output vector cost as many of those slots as
+// its 16 dot products (README "Precision").
+namespace pipes {
+struct Dpbusd {
+  using T = __m512i;
+  static constexpr bool integer = true;
+  static T op(T a, T x) { return _mm512_dpbusd_epi32(a, x, x); }
+};
+struct Dpbf16 {
+  using T = __m512;
+  static constexpr bool integer = false;
+  static T op(T a, T x) { return _mm512_dpbf16_ps(a, __m512bh(x), __m512bh(x)); }
+};
+struct Fma {
+  using T = __m512;
+  static constexpr bool integer = false;
+  static T op(T a, T x) { return _mm512_fmadd_ps(a, x, x); }
+};
+struct Mullo {
+  using T = __m512i;
+  static constexpr bool integer = true;
+  static T op(T a, T x) { return _mm512_mullo_epi32(a, x); }
+};
+struct Mul {
+  using T = __m512;
+  static constexpr bool integer = false;
+  static T op(T a, T x) { return _mm512_mul_ps(a, x); }
+};
+struct Add {
+  using T = __m512;
+  static constexpr bool integer = false;
+  static T op(T a, T x) { return _mm512_add_ps(a, x); }
+};
+struct Cvt {  // int32 -> float and back through the bits: a chain of conversions
+  using T = __m512;
+  static constexpr bool integer = false;
+  static T op(T a, T) { return _mm512_cvtepi32_ps(_mm512_castps_si512(a)); }
+};
+struct Perm {
+  using T = __m512;
+  static constexpr bool integer = false;
+  static T op(T a, T x) { return _mm512_permutexvar_ps(_mm512_castps_si512(x), a); }
+};
+// Chain i starts at a value of its own (else the compiler merges identical
+// chains), opaque to it; the operand 0 keeps float chains from growing to
+// Inf/NaN or denormals.
+template <class Op>
+typename Op::T operand(int i) {
+  typename Op::T v;
+  if constexpr (Op::integer)
+    v = _mm512_set1_epi32(0x01010101 * (i + 1));
+  else
+    v = _mm512_set1_ps(float(i));
+  asm volatile("" : "+v"(v));
+  return v;
+}
+template <class Op>
+float sum(const typename Op::T& v) {
+  if constexpr (Op::integer)
+    return float(_mm512_reduce_add_epi32(v));
+  else
+    return _mm512_reduce_add_ps(v);
+}
+
+// `iterations` rounds of one step on each of chains<B> chains of A and
+// (unless B is void) of B: enough to cover the latency of both ports, few
+// enough that GCC keeps two kinds' chains in registers.
+template <class B>
+constexpr int chains = std::is_void_v<B> ? 12 : 10;
+
+template <class A, class B>
+[[gnu::noinline]] float loop(std::int64_t iterations) {
+  typename A::T a[chains<B>], xa = operand<A>(-1);
+  lemevit::backend::simd::static_for<chains<B>>([&](auto i) { a[i] = operand<A>(i); });
+  if constexpr (std::is_void_v<B>) {
+    for (std::int64_t it = 0; it < iterations; ++it)
+      lemevit::backend::simd::static_for<chains<B>>([&](auto i) { a[i] = A::op(a[i], xa); });
+    float t = 0;
+    lemevit::backend::simd::static_for<chains<B>>([&](auto i) { t += sum<A>(a[i]); });
+    return t;
+  } else {
+    typename B::T b[chains<B>], xb = operand<B>(-1);
+    lemevit::backend::simd::static_for<chains<B>>([&](auto i) { b[i] = operand<B>(chains<B> + i); });
+    for (std::int64_t it = 0; it < iterations; ++it)
+      lemevit::backend::simd::static_for<chains<B>>([&](auto i) {
+        a[i] = A::op(a[i], xa);
+        b[i] = B::op(b[i], xb);
+      });
+    float t = 0;
+    lemevit::backend::simd::static_for<chains<B>>([&](auto i) { t += sum<A>(a[i]) + sum<B>(b[i]); });
+    return t;
+  }
+}
+}  // namespace pipes
+
+template <class A, class B = void>
+void BM_Pipes(benchmark::State& state) {
+  constexpr std::int64_t iterations = 1 << 20;
+  for (auto _ : state) benchmark::DoNotOptimize(pipes::loop<A, B>(iterations));
+  const double per_pass = double(iterations) * pipes::chains<B> * (std::is_void_v<B> ? 1 : 2);
+  state.counters["instructions/s"] =
+      benchmark::Counter(per_pass * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Fma)->Name("peak/ports/vfmadd231ps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbf16)->Name("peak/ports/vdpbf16ps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd)->Name("peak/ports/vpdpbusd");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd, pipes::Mullo)->Name("peak/ports/vpdpbusd+vpmulld");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd, pipes::Mul)->Name("peak/ports/vpdpbusd+vmulps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd, pipes::Fma)->Name("peak/ports/vpdpbusd+vfmadd231ps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd, pipes::Perm)->Name("peak/ports/vpdpbusd+vpermps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd, pipes::Cvt)->Name("peak/ports/vpdpbusd+vcvtdq2ps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Dpbusd, pipes::Add)->Name("peak/ports/vpdpbusd+vaddps");
+BENCHMARK_TEMPLATE(BM_Pipes, pipes::Fma, pipes::Perm)->Name("peak/ports/vfmadd231ps+vpermps");
+#endif
 
 #if defined(LEMEVIT_BENCH_SIMD)
 // The bf16 and int8 micro-kernels by tile and instruction set (the `lemevit`
