@@ -169,6 +169,31 @@ struct LinearEpilogue {
   }
 };
 
+// LinearEpilogue for a panel whose Cols columns are all valid (all but a
+// layer's last panel when out is not a multiple of Cols): the bias held in
+// registers, no column count per vector. The same numbers; 1 thread, int8
+// 3136 x 64 -> 256 (Store) 284 -> 229 us, where LinearEpilogue's per-vector
+// checks and bias reloads (a store to y may alias it) cost a fifth of the
+// kernel.
+template <class Arch, Epilogue E, int Cols>
+struct FullPanelEpilogue {
+  static_assert(E != Epilogue::Gelu, "GELU goes through TileEpilogue");
+  static constexpr int L = kLanes<Arch>;
+  Batch<Arch> bias[Cols / L];
+  float* y;
+  std::ptrdiff_t ldy;
+
+  FullPanelEpilogue(const float* b, float* y_, std::ptrdiff_t ldy_) : y(y_), ldy(ldy_) {
+    for (int v = 0; v < Cols / L; ++v) bias[v] = Batch<Arch>::load_aligned(b + v * L);
+  }
+  void operator()(int r, int v, Batch<Arch> acc) const {
+    acc = acc + bias[v];
+    float* dst = y + r * ldy + v * L;
+    if constexpr (E == Epilogue::Accumulate) acc = load<Arch>(dst) + acc;
+    store<Arch>(dst, acc);
+  }
+};
+
 // The sums plus the bias into an L1 tile of Cols columns; then
 // store_gelu_tile. The GELU epilogue goes this way: as a loop over the tile,
 // its constants stay in registers, where one out-of-line call per vector
@@ -202,6 +227,8 @@ inline void with_panel_epilogue(const float* bias, float* y, std::ptrdiff_t ldy,
     alignas(64) float tile[M][Cols];
     kernel(TileEpilogue<Arch, Cols>{bias, tile[0]});
     store_gelu_tile<Arch>(tile, y, ldy, ncols);
+  } else if (ncols == Cols) {
+    kernel(FullPanelEpilogue<Arch, E, Cols>(bias, y, ldy));
   } else {
     kernel(LinearEpilogue<Arch, E>{bias, y, ldy, ncols});
   }
