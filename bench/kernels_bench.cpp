@@ -73,44 +73,36 @@ BENCHMARK(BM_Linear<K>)
 // dequantisation and GELU of each output vector cost as many of those slots as
 // its 16 dot products (README "Precision").
 namespace pipes {
-struct Dpbusd {
+struct IntOp {
   using T = __m512i;
   static constexpr bool integer = true;
+};
+struct FloatOp {
+  using T = __m512;
+  static constexpr bool integer = false;
+};
+struct Dpbusd : IntOp {
   static T op(T a, T x) { return _mm512_dpbusd_epi32(a, x, x); }
 };
-struct Dpbf16 {
-  using T = __m512;
-  static constexpr bool integer = false;
+struct Dpbf16 : FloatOp {
   static T op(T a, T x) { return _mm512_dpbf16_ps(a, __m512bh(x), __m512bh(x)); }
 };
-struct Fma {
-  using T = __m512;
-  static constexpr bool integer = false;
+struct Fma : FloatOp {
   static T op(T a, T x) { return _mm512_fmadd_ps(a, x, x); }
 };
-struct Mullo {
-  using T = __m512i;
-  static constexpr bool integer = true;
+struct Mullo : IntOp {
   static T op(T a, T x) { return _mm512_mullo_epi32(a, x); }
 };
-struct Mul {
-  using T = __m512;
-  static constexpr bool integer = false;
+struct Mul : FloatOp {
   static T op(T a, T x) { return _mm512_mul_ps(a, x); }
 };
-struct Add {
-  using T = __m512;
-  static constexpr bool integer = false;
+struct Add : FloatOp {
   static T op(T a, T x) { return _mm512_add_ps(a, x); }
 };
-struct Cvt {  // int32 -> float and back through the bits: a chain of conversions
-  using T = __m512;
-  static constexpr bool integer = false;
+struct Cvt : FloatOp {  // int32 -> float and back through the bits: a chain of conversions
   static T op(T a, T) { return _mm512_cvtepi32_ps(_mm512_castps_si512(a)); }
 };
-struct Perm {
-  using T = __m512;
-  static constexpr bool integer = false;
+struct Perm : FloatOp {
   static T op(T a, T x) { return _mm512_permutexvar_ps(_mm512_castps_si512(x), a); }
 };
 // Chain i starts at a value of its own (else the compiler merges identical
