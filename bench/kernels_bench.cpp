@@ -106,8 +106,10 @@ struct Perm : FloatOp {
   static T op(T a, T x) { return _mm512_permutexvar_ps(_mm512_castps_si512(x), a); }
 };
 // Chain i starts at a value of its own (else the compiler merges identical
-// chains), opaque to it; the operand 0 keeps float chains from growing to
-// Inf/NaN or denormals.
+// chains), opaque to it. The shared operand is "chain -1": 0 for the integer
+// kinds, -1.0f for the float ones, which keeps every float chain bounded
+// (fma(a, -1, -1) alternates, add(a, -1) counts down) with no Inf, NaN or
+// denormal.
 template <class Op>
 typename Op::T operand(int i) {
   typename Op::T v;

@@ -149,48 +149,37 @@ struct PackedLinear {
   }
 };
 
-// Epilogue of `linear`: bias, then store / exact GELU / accumulate into y.
-template <class Arch, Epilogue E>
+// Epilogue of `linear` for Store and Accumulate (GELU goes through
+// TileEpilogue): bias, then store / accumulate into y. The panel's bias is
+// held in registers (a store to y may alias it, which made every vector
+// reload it). Full: all Cols columns are valid (every panel but a layer's
+// last when out is not a multiple of Cols), so no column count is checked
+// per vector; 1 thread, int8 3136 x 64 -> 256 (Store) 284 -> 229 us, where
+// those checks and reloads cost a fifth of the kernel.
+template <class Arch, Epilogue E, int Cols, bool Full>
 struct LinearEpilogue {
-  const float* bias;  // this panel's (padded) bias
-  float* y;           // y[row 0 of the tile][column 0 of the panel]
-  std::ptrdiff_t ldy;
-  int ncols;  // valid columns of this panel
-
-  void operator()(int r, int v, Batch<Arch> acc) const {
-    constexpr int L = kLanes<Arch>;
-    const int n = ncols - v * L;
-    if (n <= 0) return;
-    acc = acc + Batch<Arch>::load_aligned(bias + v * L);
-    float* dst = y + r * ldy + v * L;
-    if constexpr (E == Epilogue::Gelu) acc = gelu<Arch>(acc);
-    if constexpr (E == Epilogue::Accumulate) acc = load_n<Arch>(dst, n) + acc;
-    store_n<Arch>(dst, n, acc);
-  }
-};
-
-// LinearEpilogue for a panel whose Cols columns are all valid (all but a
-// layer's last panel when out is not a multiple of Cols): the bias held in
-// registers, no column count per vector. The same numbers; 1 thread, int8
-// 3136 x 64 -> 256 (Store) 284 -> 229 us, where LinearEpilogue's per-vector
-// checks and bias reloads (a store to y may alias it) cost a fifth of the
-// kernel.
-template <class Arch, Epilogue E, int Cols>
-struct FullPanelEpilogue {
   static_assert(E != Epilogue::Gelu, "GELU goes through TileEpilogue");
   static constexpr int L = kLanes<Arch>;
-  Batch<Arch> bias[Cols / L];
-  float* y;
+  Batch<Arch> bias[Cols / L];  // this panel's (padded to Cols) bias
+  float* y;                    // y[row 0 of the tile][column 0 of the panel]
   std::ptrdiff_t ldy;
+  int ncols;  // valid columns of this panel (Cols when Full)
 
-  FullPanelEpilogue(const float* b, float* y_, std::ptrdiff_t ldy_) : y(y_), ldy(ldy_) {
+  LinearEpilogue(const float* b, float* y_, std::ptrdiff_t ldy_, int ncols_) : y(y_), ldy(ldy_), ncols(ncols_) {
     for (int v = 0; v < Cols / L; ++v) bias[v] = Batch<Arch>::load_aligned(b + v * L);
   }
   void operator()(int r, int v, Batch<Arch> acc) const {
-    acc = acc + bias[v];
     float* dst = y + r * ldy + v * L;
-    if constexpr (E == Epilogue::Accumulate) acc = load<Arch>(dst) + acc;
-    store<Arch>(dst, acc);
+    acc = acc + bias[v];
+    if constexpr (Full) {
+      if constexpr (E == Epilogue::Accumulate) acc = load<Arch>(dst) + acc;
+      store<Arch>(dst, acc);
+    } else {
+      const int n = ncols - v * L;
+      if (n <= 0) return;
+      if constexpr (E == Epilogue::Accumulate) acc = load_n<Arch>(dst, n) + acc;
+      store_n<Arch>(dst, n, acc);
+    }
   }
 };
 
@@ -228,9 +217,9 @@ inline void with_panel_epilogue(const float* bias, float* y, std::ptrdiff_t ldy,
     kernel(TileEpilogue<Arch, Cols>{bias, tile[0]});
     store_gelu_tile<Arch>(tile, y, ldy, ncols);
   } else if (ncols == Cols) {
-    kernel(FullPanelEpilogue<Arch, E, Cols>(bias, y, ldy));
+    kernel(LinearEpilogue<Arch, E, Cols, true>(bias, y, ldy, ncols));
   } else {
-    kernel(LinearEpilogue<Arch, E>{bias, y, ldy, ncols});
+    kernel(LinearEpilogue<Arch, E, Cols, false>(bias, y, ldy, ncols));
   }
 }
 
