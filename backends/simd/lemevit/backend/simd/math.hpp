@@ -3,21 +3,25 @@
 // the softmax exp, and loads/stores of a partial vector (channel and column
 // tails).
 //
-// erf: piecewise polynomials, branch-free. |x| is clamped to [0, 4] (erf is
-// 1.0f from 3.92 on) and cut into intervals, on each a polynomial in the
-// offset s from the interval's start (the first without constant term, so
-// tiny arguments keep their relative accuracy), whose coefficients come from
-// one in-register table lookup per degree. Where a lookup reads 16 floats in
-// one instruction (vpermps on AVX-512, tbl on NEON) there are 16 intervals
-// [i/4, i/4 + 1/4) of degree 5; on AVX2 (8 floats per vpermps) eight
-// intervals [i/2, i/2 + 1/2) of degree 7, which costs two more lookups and
-// FMAs per vector. Max abs error 6.6e-8 against erf in double over the float
-// range (about 1 ulp near 1, relative error <= 2.6e-7 everywhere): as
-// accurate as xsimd's erf (9e-8) and about twice as fast, with no
-// data-dependent branches. Instruction sets without a table lookup use
+// Both erf and GELU are piecewise polynomials, branch-free, whose
+// coefficients come from one in-register table lookup per degree (vpermps on
+// AVX-512 and AVX2, tbl on NEON). Instruction sets without a table lookup use
 // xsimd::erf.
+// erf: |x| clamped to [0, 4] (erf is 1.0f from 3.92 on), eight intervals
+// [i/2, i/2 + 1/2), on each a degree-7 polynomial in the offset s from the
+// interval's start (the first without constant term, so tiny arguments keep
+// their relative accuracy). Max abs error 6.7e-8 against erf in double over
+// the float range (relative error <= 2.6e-7): as accurate as xsimd's erf
+// (9e-8) and about twice as fast, with no data-dependent branches.
+// GELU, where one lookup reads 16 floats (AVX-512, NEON): Phi(x) = (1 + erf
+// x) / 2 on 16 intervals centred at j/4, degree 5, so that the interval and
+// the offset come from two additions of a rounding constant (no multiply),
+// and the 1/2 folds into the table; error <= 1e-7 |v| (about 1 ulp). It sits
+// beside every matrix product's output at the small K of Tiny's first stage,
+// on the same ports, so each instruction saved shows there. Elsewhere (AVX2)
+// GELU goes through erf.
 // softmax_exp: Cody-Waite reduction and xsimd's polynomial, about 1.5 ulp.
-// tests/kernels_test.cpp checks both over the float range.
+// tests/kernels_test.cpp checks all three over the float range.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -59,33 +63,16 @@ alignas(64) inline constexpr float kErfTable[8][16] = {
      6.347040762e-04f, 1.739888248e-04f, 1.724422873e-05f},
 };
 
-// kErfTable16[k][i]: coefficient of s^k on [i/4, i/4 + 1/4), fitted in
-// double (Chebyshev-spaced points, the same reweighting), rounded to float.
-alignas(64) inline constexpr float kErfTable16[6][16] = {
-    {0.000000000e+00f, 2.763263881e-01f, 5.204998851e-01f, 7.111556530e-01f, 8.427007794e-01f,
-     9.229001403e-01f, 9.661051631e-01f, 9.866716862e-01f, 9.953222871e-01f, 9.985373020e-01f,
-     9.995930195e-01f, 9.998993874e-01f, 9.999778867e-01f, 9.999957085e-01f, 9.999992847e-01f,
-     9.999998808e-01f},
-    {1.128379107e+00f, 1.060012460e+00f, 8.787811399e-01f, 6.429306865e-01f, 4.151079953e-01f,
-     2.365218848e-01f, 1.189307943e-01f, 5.277514458e-02f, 2.066692710e-02f, 7.142212708e-03f,
-     2.178206109e-03f, 5.862371763e-04f, 1.392369886e-04f, 2.918377868e-05f, 5.397997484e-06f,
-     8.811030057e-07f},
-    {6.999801826e-06f, -2.649247944e-01f, -4.393236041e-01f, -4.821789563e-01f, -4.151306450e-01f,
-     -2.956868112e-01f, -1.784193367e-01f, -9.236361086e-02f, -4.133140668e-02f, -1.606525481e-02f,
-     -5.442019552e-03f, -1.610352774e-03f, -4.169893800e-04f, -9.461151785e-05f, -1.882878496e-05f,
-     -3.289360848e-06f},
-    {-3.763322830e-01f, -3.105027080e-01f, -1.476385891e-01f, 2.642948180e-02f, 1.387472153e-01f,
-     1.681406945e-01f, 1.391694248e-01f, 9.029109031e-02f, 4.818265885e-02f, 2.163987793e-02f,
-     8.286049590e-03f, 2.726927865e-03f, 7.755075349e-04f, 1.913154847e-04f, 4.105761036e-05f,
-     7.681587704e-06f},
-    {2.024377231e-03f, 1.370984018e-01f, 1.923571676e-01f, 1.538018584e-01f, 6.647463888e-02f,
-     -1.082730852e-02f, -4.792681709e-02f, -4.923117161e-02f, -3.417596966e-02f, -1.843157038e-02f,
-     -8.116343059e-03f, -2.989643021e-03f, -9.340387769e-04f, -2.497065871e-04f, -5.746874740e-05f,
-     -1.143539066e-05f},
-    {1.059469804e-01f, 4.530489445e-02f, -2.698132023e-02f, -6.663778424e-02f, -6.102390215e-02f,
-     -3.064923361e-02f, -2.327182330e-03f, 1.130888145e-02f, 1.243694872e-02f, 8.361012675e-03f,
-     4.239050671e-03f, 1.729769283e-03f, 5.853066104e-04f, 1.669821213e-04f, 4.058421837e-05f,
-     8.462322512e-06f},
+// kGeluTable16[k][j]: coefficient of s^k of Phi(x) = (1 + erf x) / 2 on
+// s = x - j/4 in [-1/8, 1/8] ([0, 1/8] for j = 0); tools/fit_gelu_table.py
+// fits and prints it.
+alignas(64) inline constexpr float kGeluTable16[6][16] = {
+    {5.000000000e-01f, 6.381632090e-01f, 7.602499127e-01f, 8.555778265e-01f, 9.213504195e-01f, 9.614500403e-01f, 9.830525517e-01f, 9.933358431e-01f, 9.976611137e-01f, 9.992686510e-01f, 9.997965097e-01f, 9.999496937e-01f, 9.999889731e-01f, 9.999978542e-01f, 9.999996424e-01f, 9.999999404e-01f},
+    {5.641895533e-01f, 5.300070643e-01f, 4.393912852e-01f, 3.214655221e-01f, 2.075537443e-01f, 1.182605624e-01f, 5.946514383e-02f, 2.638749778e-02f, 1.033349242e-02f, 3.571159439e-03f, 1.089142170e-03f, 2.931386116e-04f, 6.962652697e-05f, 1.459451232e-05f, 2.699713377e-06f, 4.407160930e-07f},
+    {2.521337819e-06f, -1.325061172e-01f, -2.196795195e-01f, -2.411022782e-01f, -2.075656950e-01f, -1.478149891e-01f, -8.918804675e-02f, -4.618243873e-02f, -2.065750957e-02f, -8.039642125e-03f, -2.715469804e-03f, -8.083787980e-04f, -2.181468153e-04f, -5.026325016e-05f, -1.649420119e-05f, -2.633897509e-07f},
+    {-1.881293803e-01f, -1.545841843e-01f, -7.323127985e-02f, 1.339528523e-02f, 6.918451935e-02f, 8.376744390e-02f, 6.937645376e-02f, 4.507902265e-02f, 2.411173843e-02f, 1.086233277e-02f, 4.175001755e-03f, 1.380156376e-03f, 3.945261415e-04f, 9.789445903e-05f, 2.114417475e-05f, 3.983804618e-06f},
+    {7.068079431e-04f, 6.345239282e-02f, 9.012002498e-02f, 7.533332705e-02f, 3.539067134e-02f, -3.597804112e-03f, -2.276603878e-02f, -2.370520681e-02f, -1.782380790e-02f, -9.274798445e-03f, -4.804661032e-03f, -1.498505007e-03f, 6.379545812e-05f, 3.543034836e-05f, 4.154183844e-04f, -9.578973550e-05f},
+    {5.362058058e-02f, 3.982459381e-02f, 3.682599636e-03f, -2.648326382e-02f, -3.445206583e-02f, -2.353796363e-02f, -7.495712023e-03f, 3.241363214e-03f, 6.502842531e-03f, 5.320271943e-03f, 3.065410769e-03f, 1.385421841e-03f, 5.128696212e-04f, 1.588967280e-04f, 4.174380956e-05f, 9.377611605e-06f},
 };
 
 // Lookup of lane i of an 8-entry float table, for index vectors in [0, 8).
@@ -169,37 +156,23 @@ inline constexpr float kRoundMagic = 12582912.0f;
 template <class Arch>
 inline Batch<Arch> erf_nonnegative(const Batch<Arch>& a) {
   using B = Batch<Arch>;
+  using Lookup = detail::Lookup8<Arch>;
+  static_assert(Lookup::available);
   const B magic(kRoundMagic);
   const B x = xsimd::min(a, B(4.0f));
-  if constexpr (detail::Lookup16<Arch>::available) {
-    using Lookup = detail::Lookup16<Arch>;
-    // Interval k = round(4x - 1/2) in [0, 15], s = x - k/4 (exact).
-    const B t = fmadd<Arch>(xsimd::min(x, B(3.875f)), B(4.0f), B(-0.5f)) + magic;
-    const B s = xsimd::fnma(t - magic, B(0.25f), x);
-    const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(15));
-    const auto c = [&](int k) { return Lookup::get(detail::kErfTable16[k], idx); };
-    B p = fmadd<Arch>(c(5), s, c(4));
-    p = fmadd<Arch>(p, s, c(3));
-    p = fmadd<Arch>(p, s, c(2));
-    p = fmadd<Arch>(p, s, c(1));
-    return fmadd<Arch>(p, s, c(0));
-  } else {
-    using Lookup = detail::Lookup8<Arch>;
-    static_assert(Lookup::available);
-    // Interval k = round(2x - 1/2) in [0, 7], so k/2 <= x (up to rounding);
-    // on a boundary either neighbour's polynomial is accurate.
-    const B t = fmadd<Arch>(xsimd::min(x, B(3.75f)), B(2.0f), B(-0.5f)) + magic;
-    const B s = xsimd::fnma(t - magic, B(0.5f), x);  // x - k/2, exact
-    const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(7));
-    const auto c = [&](int k) { return Lookup::get(detail::kErfTable[k], idx); };
-    B p = fmadd<Arch>(c(7), s, c(6));
-    p = fmadd<Arch>(p, s, c(5));
-    p = fmadd<Arch>(p, s, c(4));
-    p = fmadd<Arch>(p, s, c(3));
-    p = fmadd<Arch>(p, s, c(2));
-    p = fmadd<Arch>(p, s, c(1));
-    return fmadd<Arch>(p, s, c(0));
-  }
+  // Interval k = round(2x - 1/2) in [0, 7], so k/2 <= x (up to rounding);
+  // on a boundary either neighbour's polynomial is accurate.
+  const B t = fmadd<Arch>(xsimd::min(x, B(3.75f)), B(2.0f), B(-0.5f)) + magic;
+  const B s = xsimd::fnma(t - magic, B(0.5f), x);  // x - k/2, exact
+  const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(7));
+  const auto c = [&](int k) { return Lookup::get(detail::kErfTable[k], idx); };
+  B p = fmadd<Arch>(c(7), s, c(6));
+  p = fmadd<Arch>(p, s, c(5));
+  p = fmadd<Arch>(p, s, c(4));
+  p = fmadd<Arch>(p, s, c(3));
+  p = fmadd<Arch>(p, s, c(2));
+  p = fmadd<Arch>(p, s, c(1));
+  return fmadd<Arch>(p, s, c(0));
 }
 
 template <class Arch>
@@ -211,14 +184,33 @@ inline Batch<Arch> erf(const Batch<Arch>& x) {
   }
 }
 
-// gelu(v) = 0.5 v (1 + erf(v / sqrt 2)). With the table erf it is evaluated
-// as 0.5 (v + |v| erf(|v| / sqrt 2)) (erf is odd): one rounding for
-// v + |v| erf and no sign handling. Otherwise in the Reference's order.
+// gelu(v) = 0.5 v (1 + erf(v / sqrt 2)). With a 16-entry lookup it is
+// |v| Phi(|v| / sqrt 2) + min(v, 0), the same for either sign (erf is odd)
+// with one rounding and no sign handling; with the 8-entry erf,
+// 0.5 (v + |v| erf(|v| / sqrt 2)); otherwise in the Reference's order.
 template <class Arch>
 inline Batch<Arch> gelu(const Batch<Arch>& v) {
   using B = Batch<Arch>;
   const B half(0.5f), rsqrt2(0.70710678118654752f);
-  if constexpr (detail::Lookup8<Arch>::available) {
+  if constexpr (detail::Lookup16<Arch>::available) {
+    using Lookup = detail::Lookup16<Arch>;
+    // 1.5 * 2^21: adding it rounds to a multiple of 1/4 (nearest even) and
+    // leaves 4 times that in the low mantissa bits.
+    const B magic(3145728.0f);
+    const B av = xsimd::abs(v);
+    // Phi is 1.0f from 3.87 on; the clamp keeps the interval j = round(4x) <= 15.
+    const B x = xsimd::min(av * rsqrt2, B(3.87f));
+    const B t = x + magic;
+    const B s = x - (t - magic);  // x - j/4, exact
+    const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(15));
+    const auto c = [&](int k) { return Lookup::get(detail::kGeluTable16[k], idx); };
+    B p = fmadd<Arch>(c(5), s, c(4));
+    p = fmadd<Arch>(p, s, c(3));
+    p = fmadd<Arch>(p, s, c(2));
+    p = fmadd<Arch>(p, s, c(1));
+    p = fmadd<Arch>(p, s, c(0));
+    return fmadd<Arch>(av, p, xsimd::min(v, B(0.0f)));
+  } else if constexpr (detail::Lookup8<Arch>::available) {
     const B av = xsimd::abs(v);
     return half * fmadd<Arch>(av, erf_nonnegative<Arch>(av * rsqrt2), v);
   } else {
