@@ -144,19 +144,22 @@ struct Int8Vnni512_12x32 {
     }
   }
 
+  // Typed as VPDPBUSD's own int32 lanes (__m512i is 64-bit lanes): with
+  // every access of one type GCC keeps a tile's accumulators in registers
+  // where accumulate and finish are inlined together (lowp_tile).
   template <int M>
   struct Acc {
-    __m512i v[M][2];
+    __v16si v[M][2];
   };
   template <int M>
   static void zero(Acc<M>& acc) {
-    static_for<M>([&](auto r) { acc.v[r][0] = acc.v[r][1] = _mm512_setzero_si512(); });
+    static_for<M>([&](auto r) { acc.v[r][0] = acc.v[r][1] = __v16si{}; });
   }
 
   // The sums run in locals (see Bf16Avx512_12x32::accumulate).
   template <int M>
   static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
-    __m512i v[M][2];
+    __v16si v[M][2];
     static_for<M>([&](auto r) { v[r][0] = acc.v[r][0], v[r][1] = acc.v[r][1]; });
     for (int g = 0; g < groups; ++g, b += 4 * kLowpCols) {
       const __m512i b0 = _mm512_loadu_si512(b), b1 = _mm512_loadu_si512(b + 64);
@@ -164,8 +167,8 @@ struct Int8Vnni512_12x32 {
         std::int32_t quad;
         std::memcpy(&quad, a + std::ptrdiff_t(r) * lda + 4 * g, sizeof quad);
         const __m512i x = _mm512_set1_epi32(quad);
-        v[r][0] = _mm512_dpbusd_epi32(v[r][0], x, b0);
-        v[r][1] = _mm512_dpbusd_epi32(v[r][1], x, b1);
+        v[r][0] = __v16si(_mm512_dpbusd_epi32(__m512i(v[r][0]), x, b0));
+        v[r][1] = __v16si(_mm512_dpbusd_epi32(__m512i(v[r][1]), x, b1));
       });
     }
     static_for<M>([&](auto r) { acc.v[r][0] = v[r][0], acc.v[r][1] = v[r][1]; });
@@ -173,13 +176,17 @@ struct Int8Vnni512_12x32 {
 
   template <int M, class Epi>
   static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
-    const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
-    const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
     static_for<M>([&](auto r) {
+      // Per row, through pointers opaque to GCC: hoisted out of the rows,
+      // the column sums and scales would take four of the registers the
+      // accumulators need where this is inlined after the dot products.
+      const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
+      const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
+      asm("" : "+r"(sums), "+r"(scales));
       const __m512i z = _mm512_set1_epi32(q[r].zero);
       const __m512 s = _mm512_set1_ps(q[r].scale);
       static_for<2>([&](auto v) {
-        const __m512i corrected = _mm512_sub_epi32(acc.v[r][v], _mm512_mullo_epi32(z, _mm512_loadu_si512(sums + 16 * v)));
+        const __m512i corrected = _mm512_sub_epi32(__m512i(acc.v[r][v]), _mm512_mullo_epi32(z, _mm512_loadu_si512(sums + 16 * v)));
         // An explicitly rounded product: GCC would otherwise contract it with
         // the epilogue's bias addition into an FMA, differently per tile height.
         const __m512 y = _mm512_mul_round_ps(_mm512_cvtepi32_ps(corrected), _mm512_mul_ps(s, _mm512_loadu_ps(scales + 16 * v)),
