@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "lemevit/backend/simd/xsimd_compat.hpp"
 
@@ -152,6 +153,20 @@ struct Lookup16<Arch, std::enable_if_t<std::is_base_of_v<xsimd::neon64, Arch>>> 
 // to an integer k (to nearest even) and leaves k in the low mantissa bits.
 inline constexpr float kRoundMagic = 12582912.0f;
 
+// c(D) s^D + ... + c(1) s + c(0) by Horner's rule, c(k) a vector of
+// coefficients (one table lookup per degree in erf and GELU).
+template <class Arch, class C, int... K>
+inline Batch<Arch> horner(const C& c, const Batch<Arch>& s, std::integer_sequence<int, K...>) {
+  constexpr int degree = int(sizeof...(K));
+  Batch<Arch> p = c(degree);
+  ((p = fmadd<Arch>(p, s, c(degree - 1 - K))), ...);
+  return p;
+}
+template <int Degree, class Arch, class C>
+inline Batch<Arch> horner(const C& c, const Batch<Arch>& s) {
+  return horner<Arch>(c, s, std::make_integer_sequence<int, Degree>{});
+}
+
 // erf(a) for a >= 0 (and +inf), see the top of the file.
 template <class Arch>
 inline Batch<Arch> erf_nonnegative(const Batch<Arch>& a) {
@@ -165,14 +180,7 @@ inline Batch<Arch> erf_nonnegative(const Batch<Arch>& a) {
   const B t = fmadd<Arch>(xsimd::min(x, B(3.75f)), B(2.0f), B(-0.5f)) + magic;
   const B s = xsimd::fnma(t - magic, B(0.5f), x);  // x - k/2, exact
   const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(7));
-  const auto c = [&](int k) { return Lookup::get(detail::kErfTable[k], idx); };
-  B p = fmadd<Arch>(c(7), s, c(6));
-  p = fmadd<Arch>(p, s, c(5));
-  p = fmadd<Arch>(p, s, c(4));
-  p = fmadd<Arch>(p, s, c(3));
-  p = fmadd<Arch>(p, s, c(2));
-  p = fmadd<Arch>(p, s, c(1));
-  return fmadd<Arch>(p, s, c(0));
+  return horner<7, Arch>([&](int k) { return Lookup::get(detail::kErfTable[k], idx); }, s);
 }
 
 template <class Arch>
@@ -196,19 +204,14 @@ inline Batch<Arch> gelu(const Batch<Arch>& v) {
     using Lookup = detail::Lookup16<Arch>;
     // 1.5 * 2^21: adding it rounds to a multiple of 1/4 (nearest even) and
     // leaves 4 times that in the low mantissa bits.
-    const B magic(3145728.0f);
+    const B magic(kRoundMagic / 4);
     const B av = xsimd::abs(v);
     // Phi is 1.0f from 3.87 on; the clamp keeps the interval j = round(4x) <= 15.
     const B x = xsimd::min(av * rsqrt2, B(3.87f));
     const B t = x + magic;
     const B s = x - (t - magic);  // x - j/4, exact
     const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(15));
-    const auto c = [&](int k) { return Lookup::get(detail::kGeluTable16[k], idx); };
-    B p = fmadd<Arch>(c(5), s, c(4));
-    p = fmadd<Arch>(p, s, c(3));
-    p = fmadd<Arch>(p, s, c(2));
-    p = fmadd<Arch>(p, s, c(1));
-    p = fmadd<Arch>(p, s, c(0));
+    const B p = horner<5, Arch>([&](int k) { return Lookup::get(detail::kGeluTable16[k], idx); }, s);
     return fmadd<Arch>(av, p, xsimd::min(v, B(0.0f)));
   } else if constexpr (detail::Lookup8<Arch>::available) {
     const B av = xsimd::abs(v);
