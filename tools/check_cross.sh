@@ -33,7 +33,7 @@ echo "== $other build =="
 [ -d "build-$other" ] || meson setup "build-$other" -Dcpu="$other" -Dgolden=false -Dbench=disabled -Dcli=false
 ninja -C "build-$other" tests/kernels_test tests/fuzz_replay
 if [ "$other" = avx2 ] || grep -q avx512f /proc/cpuinfo; then
-  meson test -C "build-$other" --no-rebuild --print-errorlogs kernels fuzz_replay
+  meson test -C "build-$other" --no-rebuild --print-errorlogs kernels kernels_lowp kernels_determinism fuzz_replay
 else
   echo "this CPU has no AVX-512F: compiled only"
 fi

@@ -67,6 +67,7 @@ run_asan() {
     for t in $ASAN_TESTS; do
       case "$t" in
         fuzz_replay) targets+=(fuzz_replay) ;;
+        kernels*) targets+=(kernels_test) ;;
         *) targets+=("${t}_test") ;;
       esac
     done
