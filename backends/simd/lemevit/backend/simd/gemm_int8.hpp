@@ -176,13 +176,9 @@ struct Int8Vnni512_12x32 {
 
   template <int M, class Epi>
   static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
+    const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
+    const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
     static_for<M>([&](auto r) {
-      // Per row, through pointers opaque to GCC: hoisted out of the rows,
-      // the column sums and scales would take four of the registers the
-      // accumulators need where this is inlined after the dot products.
-      const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
-      const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
-      asm("" : "+r"(sums), "+r"(scales));
       const __m512i z = _mm512_set1_epi32(q[r].zero);
       const __m512 s = _mm512_set1_ps(q[r].scale);
       static_for<2>([&](auto v) {
