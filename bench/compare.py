@@ -83,15 +83,26 @@ def find_ort():
     return node, json.load(open(package))["version"]
 
 
-def fma_peak(build, threads):
-    """GFLOP/s of the register-only FMA loop with `threads` threads."""
+def peak_counter(build, name, counter):
+    """Median of 3 repetitions of one lemevit_bench peak/ benchmark's counter."""
     exe = os.path.join(build, "bench", "lemevit_bench")
-    out = subprocess.run([exe, "--benchmark_filter=peak/fma/threads:%d/" % threads,
+    out = subprocess.run([exe, "--benchmark_filter=^%s$" % name,
                           "--benchmark_format=json", "--benchmark_repetitions=3",
                           "--benchmark_report_aggregates_only=true"],
                          check=True, capture_output=True, text=True).stdout
     rows = [b for b in json.loads(out)["benchmarks"] if b.get("aggregate_name") == "median"]
-    return rows[0]["FLOP/s"] / 1e9
+    return rows[0][counter]
+
+
+def fma_peak(build, threads):
+    """GFLOP/s of the register-only FMA loop with `threads` threads."""
+    return peak_counter(build, "peak/fma/threads:%d/real_time" % threads, "FLOP/s") / 1e9
+
+
+def read_bandwidth(build, threads):
+    """GB/s of `threads` threads each reading 8 MiB (past L2, in L3): with
+    the FMA peak, what the VM gives at the time of a round."""
+    return peak_counter(build, "peak/read/KiB:8192/threads:%d/real_time" % threads, "bytes/s") / 1e9
 
 
 def torch_ms(model, batch, iterations):
@@ -151,8 +162,9 @@ def main():
     else:
         print("ONNX Runtime: %s; comparing with PyTorch only." % ort_version, flush=True)
     os.makedirs(args.out, exist_ok=True)
-    print("FMA peak, %d thread(s): %.1f GFLOP/s" % (args.threads, fma_peak(args.build, args.threads)), flush=True)
-    rows, all_peaks = [], []
+    print("FMA peak, %d thread(s): %.1f GFLOP/s; read bandwidth %.0f GB/s" % (
+        args.threads, fma_peak(args.build, args.threads), read_bandwidth(args.build, args.threads)), flush=True)
+    rows, all_peaks, all_reads = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.variants.split(","):
             model = lemevit_ref.build(name).eval()
@@ -199,7 +211,7 @@ def main():
                     if ort_err > MAX_REL_ERROR:
                         sys.exit("%s: ONNX Runtime's logits differ from PyTorch's (relative error %.1e)"
                                  % (name, ort_err))
-                torch_runs, ort_runs, ours_runs, peaks = [], [], [], []
+                torch_runs, ort_runs, ours_runs, peaks, reads = [], [], [], [], []
                 lowp_runs = {p: [] for p in lowp}
                 for _ in range(args.rounds):
                     torch_runs.append(torch_ms(model, batch, args.iterations) / batch)
@@ -215,17 +227,20 @@ def main():
                                                       "--threads", str(args.threads), "--iterations",
                                                       str(args.iterations), "--precision", p, "--json", "-"]))
                     peaks.append(fma_peak(args.build, args.threads))
+                    reads.append(read_bandwidth(args.build, args.threads))
                 t_ms = statistics.median(torch_runs)
                 ours_ms = statistics.median(r["ms_per_image"] for r in ours_runs)
                 gflops = ours_runs[0]["gflop_per_image"] / (ours_ms * 1e-3)
                 peak = statistics.median(peaks)
                 all_peaks += peaks
+                all_reads += reads
                 row = dict(variant=name, batch=batch, threads=args.threads, torch_ms=t_ms,
                            lemevit_ms=ours_ms, speedup_vs_torch=t_ms / ours_ms, gflops=gflops,
                            fma_peak_gflops=peak, peak_fraction=gflops / peak, rel_error=err,
+                           read_gbs=statistics.median(reads),
                            gflop_per_image=ours_runs[0]["gflop_per_image"],
                            rounds=dict(torch_ms=torch_runs, lemevit_ms=[r["ms_per_image"] for r in ours_runs],
-                                       fma_peak_gflops=peaks))
+                                       fma_peak_gflops=peaks, read_gbs=reads))
                 line = "%-17s batch %d: PyTorch %8.2f ms/img" % (name, batch, t_ms)
                 if node:
                     o_ms = statistics.median(ort_runs)
@@ -235,8 +250,8 @@ def main():
                 line += "  lemevit %8.2f ms/img" % ours_ms
                 if node:
                     line += "  %5.2fx vs ORT" % row["speedup_vs_ort"]
-                line += "  %5.2fx vs PyTorch  %5.1f GFLOP/s (%4.1f%% of %.0f peak)  rel err %.1e" % (
-                    row["speedup_vs_torch"], gflops, 100 * row["peak_fraction"], peak, err)
+                line += "  %5.2fx vs PyTorch  %5.1f GFLOP/s (%4.1f%% of %.0f peak, read %.0f GB/s)  rel err %.1e" % (
+                    row["speedup_vs_torch"], gflops, 100 * row["peak_fraction"], peak, row["read_gbs"], err)
                 if node:
                     line += " (ORT %.1e)" % ort_err
                 for p in lowp:
@@ -257,16 +272,17 @@ def main():
     except (OSError, IndexError):
         pass
     machine += ", OMP_WAIT_POLICY %s" % (WAIT_POLICY or "unset")
-    peak = statistics.median(all_peaks)
-    json.dump({"machine": machine, "fma_peak_gflops": peak, "torch": torch.__version__,
+    peak, read = statistics.median(all_peaks), statistics.median(all_reads)
+    json.dump({"machine": machine, "fma_peak_gflops": peak, "read_gbs": read, "torch": torch.__version__,
                "onnxruntime": ort_version if node else None, "rounds": args.rounds, "rows": rows},
               open(os.path.join(args.out, "compare.json"), "w"), indent=1)
     with open(os.path.join(args.out, "compare.md"), "w") as f:
         f.write("Measured %s; PyTorch %s eager; %s; FMA peak %.1f GFLOP/s (register-only loop, median over the "
-                "run; each row uses the peak measured in its own rounds). Medians of %d interleaved rounds of "
+                "run; each row uses the peak measured in its own rounds); read bandwidth %.0f GB/s (8 MiB per "
+                "thread, median over the run). Medians of %d interleaved rounds of "
                 "%d passes.\n\n" % (machine, torch.__version__,
                                    "ONNX Runtime %s CPU" % ort_version if node else "no ONNX Runtime",
-                                   peak, args.rounds, args.iterations))
+                                   peak, read, args.rounds, args.iterations))
         if node:
             f.write("| model | batch | PyTorch ms/img | ORT ms/img | lemevit ms/img | lemevit vs ORT "
                     "| vs PyTorch | GFLOP/s | % of FMA peak |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -282,16 +298,17 @@ def main():
     if lowp:
         with open(os.path.join(args.out, "compare_precision.md"), "w") as f:
             f.write("Measured %s. Medians of %d interleaved rounds of %d passes; relative logit error against "
-                    "PyTorch's float64 logits.\n\n" % (machine, args.rounds, args.iterations))
-            f.write("| model | batch | %sfp32 ms/img |%s\n|---|---|%s---|%s\n" % (
+                    "PyTorch's float64 logits; read GB/s: each thread reading 8 MiB, in the same rounds.\n\n"
+                    % (machine, args.rounds, args.iterations))
+            f.write("| model | batch | %sfp32 ms/img |%s read GB/s |\n|---|---|%s---|%s---|\n" % (
                 "ORT fp32 ms/img | " if node else "",
                 "".join(" %s ms/img | %s vs fp32 | %s rel. error |" % (p, p, p) for p in lowp),
                 "---|" if node else "", "---|---|---|" * len(lowp)))
             for r in rows:
-                f.write("| %s | %d | %s%.2f |%s\n" % (
+                f.write("| %s | %d | %s%.2f |%s %.0f |\n" % (
                     r["variant"], r["batch"], "%.2f | " % r["ort_ms"] if node else "", r["lemevit_ms"],
                     "".join(" %.2f | %.2fx | %.1e |" % (r[p + "_ms"], r[p + "_speedup"], r[p + "_rel_error"])
-                            for p in lowp)))
+                            for p in lowp), r["read_gbs"]))
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -1,5 +1,6 @@
 // Kernels at LeMeViT's real shapes, plus the register-only FMA loop that
 // gives the machine's peak in the same run.
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -36,6 +37,42 @@ void BM_FmaPeak(benchmark::State& state) {
   bench::count_flops(state, bench::fma_loop_flops(iters) * threads);
 }
 BENCHMARK(BM_FmaPeak)->Name("peak/fma")->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+
+// Read bandwidth beside the FMA peak: each thread sums its own buffer, 16
+// KiB (L1), 8 MiB (past L2, within a quiet L3) or 256 MiB (main memory),
+// at least 64 MiB per thread per parallel region (fork/join out of the
+// measurement): with the FMA peak, what this machine gives the kernels at
+// the time of a run (bench/compare.py reports the 8 MiB figure per row).
+void BM_ReadBandwidth(benchmark::State& state) {
+  const int threads = int(state.range(1));
+  const std::size_t words = std::size_t(state.range(0)) << 8;  // KiB in 4-byte words
+  const int passes = int(std::max<std::int64_t>(1, (std::int64_t(64) << 10) / state.range(0)));
+  std::vector<std::vector<std::uint32_t>> buffers(threads);
+#pragma omp parallel for num_threads(threads)
+  for (int t = 0; t < threads; ++t) buffers[t].assign(words, std::uint32_t(t + 1));  // pages near their reader
+  for (auto _ : state) {
+    std::uint32_t sink = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : sink)
+    for (int t = 0; t < threads; ++t) {
+      const std::uint32_t* w = buffers[t].data();
+      std::uint32_t sum = 0;
+      for (int p = 0; p < passes; ++p) {
+#pragma omp simd reduction(+ : sum)
+        for (std::size_t i = 0; i < words; ++i) sum += w[i];
+        benchmark::DoNotOptimize(sum);  // one real pass each time
+      }
+      sink += sum;
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  state.counters["bytes/s"] = benchmark::Counter(double(words) * 4 * threads * passes,
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_ReadBandwidth)
+    ->Name("peak/read")
+    ->ArgNames({"KiB", "threads"})
+    ->ArgsProduct({{16, 8 << 10, 256 << 10}, {1, 2}})
+    ->UseRealTime();
 
 // Linear layers: rows x in -> out, e.g. 3136 tokens through a 64 -> 256 MLP.
 template <class K>
