@@ -14,10 +14,11 @@ Runtime (CPU, intra-op threads = T, inter-op 1, sequential, all graph
 optimisations; bench/ort/ort_bench.js) and `lemevit bench` time the forward
 pass (median after warm-up), and the machine's FMA peak (register-only loop
 of build/bench/lemevit_bench, same run) turns the library's GFLOP/s into a
-fraction of peak. A shared or virtual machine's speed drifts by tens of
+fraction of peak; beside it, its read bandwidth (8 MiB per thread) is
+recorded per row. A shared or virtual machine's speed drifts by tens of
 percent over minutes, so each measurement is taken in --rounds rounds that
-interleave PyTorch, ONNX Runtime, lemevit and the FMA loop; the table reports
-the medians. Writes OUT/compare.json, OUT/compare.md (the README's table)
+interleave PyTorch, ONNX Runtime, lemevit, the FMA loop and the reads; the
+table reports the medians. Writes OUT/compare.json, OUT/compare.md (the README's table)
 and OUT/compare.png.
 
 With --precisions listing bf16 and/or int8, `lemevit bench --precision P`
