@@ -25,6 +25,10 @@ With --precisions listing bf16 and/or int8, `lemevit bench --precision P`
 runs in the same rounds (right after the fp32 one), its logits are checked
 against the bounds of tests/precision_test.cpp, and OUT/compare_precision.md
 tables fp32, bf16 and int8 side by side with their speed-ups over fp32.
+With int8 and ONNX Runtime, ORT's own int8 runs beside ours: the exported
+graph with its weight MatMuls quantised as ORT's quantize_dynamic does
+(bench/ort_quantize.py, needs python3-onnx), its logits checked against the
+same int8 bound, timed in the same rounds.
 
 ONNX Runtime comes from npm (its CPU library ships in onnxruntime-node):
     cd bench/ort && npm install --ignore-scripts
@@ -82,6 +86,16 @@ def find_ort():
     if not os.path.exists(package):
         return None, "onnxruntime-node is not installed (cd bench/ort && npm install --ignore-scripts)"
     return node, json.load(open(package))["version"]
+
+
+def find_ort_quantize():
+    """bench/ort_quantize.quantize_dynamic, or (None, why not)."""
+    try:
+        sys.path.insert(0, os.path.join(ROOT, "bench"))
+        from ort_quantize import quantize_dynamic
+    except ImportError as e:
+        return None, "ONNX Runtime int8 left out: %s (apt-get install python3-onnx)" % e
+    return quantize_dynamic, None
 
 
 def peak_counter(build, name, counter):
@@ -162,6 +176,11 @@ def main():
         print("ONNX Runtime %s (onnxruntime-node)" % ort_version, flush=True)
     else:
         print("ONNX Runtime: %s; comparing with PyTorch only." % ort_version, flush=True)
+    ort_quantize = None
+    if node and "int8" in lowp:
+        ort_quantize, why = find_ort_quantize()
+        if why:
+            print(why, flush=True)
     os.makedirs(args.out, exist_ok=True)
     print("FMA peak, %d thread(s): %.1f GFLOP/s; read bandwidth %.0f GB/s" % (
         args.threads, fma_peak(args.build, args.threads), read_bandwidth(args.build, args.threads)), flush=True)
@@ -196,7 +215,8 @@ def main():
                              % (name, p, lowp_err[p], LOWP_BOUNDS[p]))
             for batch in map(int, args.batches.split(",")):
                 onnx = os.path.join(tmp, "%s_b%d.onnx" % (name, batch))
-                ort_err = None
+                onnx8 = os.path.join(tmp, "%s_b%d_int8.onnx" % (name, batch))
+                ort_err = ort8_err = None
                 if node:
                     export_onnx(model, batch, onnx)
                     xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
@@ -212,7 +232,18 @@ def main():
                     if ort_err > MAX_REL_ERROR:
                         sys.exit("%s: ONNX Runtime's logits differ from PyTorch's (relative error %.1e)"
                                  % (name, ort_err))
-                torch_runs, ort_runs, ours_runs, peaks, reads = [], [], [], [], []
+                    if ort_quantize:
+                        ort_quantize(onnx, onnx8)
+                        subprocess.run([node, ORT_SCRIPT, onnx8, "--threads", str(args.threads), "--batch",
+                                        str(batch), "--input", os.path.join(tmp, "x.f32"), "--output",
+                                        os.path.join(tmp, "y.f32")], check=True)
+                        ort8_err = rel_error(np.fromfile(os.path.join(tmp, "y.f32"), np.float32).reshape(
+                            want_b.shape), want_b)
+                        if ort8_err > LOWP_BOUNDS["int8"]:
+                            print("%s: ONNX Runtime int8 logits differ from PyTorch's fp32 by %.1e (bound %.0e): "
+                                  "not timed" % (name, ort8_err, LOWP_BOUNDS["int8"]), flush=True)
+                torch_runs, ort_runs, ort8_runs, ours_runs, peaks, reads = [], [], [], [], [], []
+                time_ort8 = ort8_err is not None and ort8_err <= LOWP_BOUNDS["int8"]
                 lowp_runs = {p: [] for p in lowp}
                 for _ in range(args.rounds):
                     torch_runs.append(torch_ms(model, batch, args.iterations) / batch)
@@ -220,6 +251,10 @@ def main():
                         ort_runs.append(run_json([node, ORT_SCRIPT, onnx, "--threads", str(args.threads),
                                                   "--batch", str(batch), "--iterations",
                                                   str(args.iterations)])["ms_per_image"])
+                    if time_ort8:
+                        ort8_runs.append(run_json([node, ORT_SCRIPT, onnx8, "--threads", str(args.threads),
+                                                   "--batch", str(batch), "--iterations",
+                                                   str(args.iterations)])["ms_per_image"])
                     ours_runs.append(run_json([lemevit, "bench", "--weights", weights, "--batch", str(batch),
                                                "--threads", str(args.threads), "--iterations",
                                                str(args.iterations), "--json", "-"]))
@@ -262,6 +297,13 @@ def main():
                     row["rounds"][p + "_ms"] = [r["ms_per_image"] for r in lowp_runs[p]]
                     line += "\n%-17s batch %d: %s (%s) %8.2f ms/img  %5.2fx vs fp32  rel err %.1e" % (
                         "", batch, p, row[p + "_path"], p_ms, row[p + "_speedup"], lowp_err[p])
+                    if p == "int8" and ort8_err is not None:
+                        row["ort_int8_rel_error"] = ort8_err
+                    if p == "int8" and ort8_runs:
+                        o8 = statistics.median(ort8_runs)
+                        row.update(ort_int8_ms=o8, int8_vs_ort_int8=o8 / p_ms)
+                        row["rounds"]["ort_int8_ms"] = ort8_runs
+                        line += "  (ORT int8 %8.2f ms/img, rel err %.1e: %5.2fx)" % (o8, ort8_err, o8 / p_ms)
                 rows.append(row)
                 print(line, flush=True)
     machine = "%s, %d thread(s), %s" % (platform.processor() or platform.machine(), args.threads,
@@ -301,15 +343,27 @@ def main():
             f.write("Measured %s. Medians of %d interleaved rounds of %d passes; relative logit error against "
                     "PyTorch's float64 logits; read GB/s: each thread reading 8 MiB, in the same rounds.\n\n"
                     % (machine, args.rounds, args.iterations))
-            f.write("| model | batch | %sfp32 ms/img |%s read GB/s |\n|---|---|%s---|%s---|\n" % (
+            ort8 = any("ort_int8_rel_error" in r for r in rows)
+            if ort8:
+                f.write("ORT int8: the exported graph's weight MatMuls quantised as ORT's quantize_dynamic does "
+                        "(bench/ort_quantize.py: int8 weights per output channel, uint8 activations per tensor; "
+                        "attention, convolutions and head fp32).\n\n")
+            f.write("| model | batch | %sfp32 ms/img |%s%s read GB/s |\n|---|---|%s---|%s%s---|\n" % (
                 "ORT fp32 ms/img | " if node else "",
                 "".join(" %s ms/img | %s vs fp32 | %s rel. error |" % (p, p, p) for p in lowp),
-                "---|" if node else "", "---|---|---|" * len(lowp)))
+                " ORT int8 ms/img | ORT int8 rel. error | int8 vs ORT int8 |" if ort8 else "",
+                "---|" if node else "", "---|---|---|" * len(lowp), "---|---|---|" if ort8 else ""))
             for r in rows:
-                f.write("| %s | %d | %s%.2f |%s %.0f |\n" % (
+                ort8_cells = ""
+                if ort8:
+                    ort8_cells = " %s | %s | %s |" % (
+                        "%.2f" % r["ort_int8_ms"] if "ort_int8_ms" in r else "-",
+                        "%.1e" % r["ort_int8_rel_error"] if "ort_int8_rel_error" in r else "-",
+                        "%.2fx" % r["int8_vs_ort_int8"] if "int8_vs_ort_int8" in r else "-")
+                f.write("| %s | %d | %s%.2f |%s%s %.0f |\n" % (
                     r["variant"], r["batch"], "%.2f | " % r["ort_ms"] if node else "", r["lemevit_ms"],
                     "".join(" %.2f | %.2fx | %.1e |" % (r[p + "_ms"], r[p + "_speedup"], r[p + "_rel_error"])
-                            for p in lowp), r["read_gbs"]))
+                            for p in lowp), ort8_cells, r["read_gbs"]))
     try:
         import matplotlib
         matplotlib.use("Agg")

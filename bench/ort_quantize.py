@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Dynamic int8 quantisation of an ONNX graph for ONNX Runtime, the same
+arithmetic choice as `lemevit --precision int8`: the peer a deployer would
+put beside our int8.
+
+    /usr/bin/python3 bench/ort_quantize.py model.onnx model_int8.onnx
+
+Every MatMul whose second input is a 2-D weight (the Linear layers: q/k/v,
+output and MLP projections, the meta-token layers) becomes what ONNX
+Runtime's own quantize_dynamic writes for it:
+
+    DynamicQuantizeLinear(x) -> x_q (uint8), x_scale, x_zero
+    MatMulInteger(x_q, w_q, x_zero)  -> int32
+    Cast(float) * (x_scale * w_scale)
+
+with w_q int8 per output channel, symmetric (w_scale = max|w| / 127, as
+ours). ORT fuses that pattern into its DynamicQuantizeMatMul kernel. What
+differs from ours, as ORT's operators allow: x is quantised per tensor (the
+whole activation of the batch), not per row. Attention's products (MatMul of
+two activations), the convolutions and the head's Gemm stay fp32; ours runs
+the stem's first conv and the head in fp32, attention in bf16 or fp32, and
+the downsampling convs in int8. (onnxruntime's Python package, which has
+quantize_dynamic, is not in Debian; python3-onnx is.)
+"""
+
+import sys
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper, numpy_helper
+
+
+def quantize_dynamic(src, dst):
+    """Writes dst, src with its weight MatMuls in int8; returns how many."""
+    model = onnx.load(src)
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    # torch.onnx.export shares equal weights through Identity nodes.
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in weights}
+    nodes, added, quantised, count = [], [], {}, 0
+    for node in graph.node:
+        name = alias.get(node.input[1], node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        w = weights.get(name)
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        if name not in quantised:
+            wf = numpy_helper.to_array(w).astype(np.float64)  # (in, out)
+            amax = np.abs(wf).max(axis=0)
+            scale = np.where((amax > 0) & np.isfinite(amax), amax / 127.0, 1.0).astype(np.float32)
+            wq = np.clip(np.rint(wf / scale), -127, 127).astype(np.int8)
+            quantised[name] = (name + "_int8", name + "_int8_scale")
+            added += [numpy_helper.from_array(wq, quantised[name][0]),
+                      numpy_helper.from_array(scale, quantised[name][1])]
+        wq_name, scale_name = quantised[name]
+        p = "%s_int8_%d" % (node.name or "matmul", count)
+        x = node.input[0]
+        nodes += [
+            helper.make_node("DynamicQuantizeLinear", [x], [p + "_xq", p + "_x_scale", p + "_x_zero"], p + "_quant"),
+            helper.make_node("MatMulInteger", [p + "_xq", wq_name, p + "_x_zero"], [p + "_acc"], p + "_matmul"),
+            helper.make_node("Mul", [p + "_x_scale", scale_name], [p + "_scale"], p + "_scales"),
+            helper.make_node("Cast", [p + "_acc"], [p + "_accf"], p + "_cast", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [p + "_accf", p + "_scale"], [node.output[0]], p + "_dequant"),
+        ]
+        count += 1
+    if count == 0:
+        raise ValueError("%s: no MatMul with a 2-D float weight to quantise" % src)
+    used = {i for n in nodes for i in n.input}
+    nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used or
+             n.output[0] in {o.name for o in graph.output}]
+    used = {i for n in nodes for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(keep + added)
+    onnx.checker.check_model(model)
+    onnx.save(model, dst)
+    return count
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: ort_quantize.py model.onnx model_int8.onnx")
+    try:
+        n = quantize_dynamic(sys.argv[1], sys.argv[2])
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+        sys.exit("ort_quantize.py: %s" % e)
+    except DecodeError as e:
+        sys.exit("ort_quantize.py: %s is not an ONNX model (%s)" % (sys.argv[1], e))
+    print("%s: %d MatMul(s) in int8" % (sys.argv[2], n))
+
+
+if __name__ == "__main__":
+    main()
