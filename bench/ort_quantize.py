@@ -75,7 +75,10 @@ def quantize_dynamic(src, dst):
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(keep + added)
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise ValueError("%s: the quantised graph is not valid ONNX: %s" % (src, e)) from e
     onnx.save(model, dst)
     return count
 
@@ -85,7 +88,7 @@ def main():
         sys.exit("usage: ort_quantize.py model.onnx model_int8.onnx")
     try:
         n = quantize_dynamic(sys.argv[1], sys.argv[2])
-    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+    except (OSError, ValueError) as e:
         sys.exit("ort_quantize.py: %s" % e)
     except DecodeError as e:
         sys.exit("ort_quantize.py: %s is not an ONNX model (%s)" % (sys.argv[1], e))
