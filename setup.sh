@@ -23,6 +23,7 @@ test_packages=(
   dataset-fashion-mnist libopenmpi-dev openmpi-bin
   qemu-user g++-aarch64-linux-gnu
   python3-pybind11 python3-dev cmake  # the Python module; CMake for the install_consumers test
+  python3-onnx  # bench/ort_quantize.py (ONNX Runtime int8 in compare.py) and its test
   clang libclang-rt-dev  # libFuzzer targets (tools/sanitize.sh fuzz, run by .ci/run)
 )
 $test && packages+=("${test_packages[@]}")
