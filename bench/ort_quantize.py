@@ -3,7 +3,7 @@
 arithmetic choice as `lemevit --precision int8`: the peer a deployer would
 put beside our int8.
 
-    /usr/bin/python3 bench/ort_quantize.py model.onnx model_int8.onnx
+    /usr/bin/python3 bench/ort_quantize.py [--activation-products] model.onnx model_int8.onnx
 
 Every MatMul whose second input is a 2-D weight (the Linear layers: q/k/v,
 output and MLP projections, the meta-token layers) becomes what ONNX
@@ -21,6 +21,10 @@ two activations), the convolutions and the head's Gemm stay fp32; ours runs
 the stem's first conv and the head in fp32, attention in bf16 or fp32, and
 the downsampling convs in int8. (onnxruntime's Python package, which has
 quantize_dynamic, is not in Debian; python3-onnx is.)
+
+--activation-products also quantises the MatMuls of two activations
+(attention's q k^T and p v), each operand per tensor to uint8, as
+quantize_dynamic does by default: ORT's default, not ours.
 """
 
 import sys
@@ -31,17 +35,34 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 
-def quantize_dynamic(src, dst):
-    """Writes dst, src with its weight MatMuls in int8; returns how many."""
+def quantize_dynamic(src, dst, activation_products=False):
+    """Writes dst, src with its weight MatMuls (and, with
+    activation_products, its MatMuls of two activations) in int8; returns
+    how many MatMuls it quantised."""
     model = onnx.load(src)
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
     # torch.onnx.export shares equal weights through Identity nodes.
     alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in weights}
-    nodes, added, quantised, count = [], [], {}, 0
+    nodes, added, quantised, count, with_weights = [], [], {}, 0, 0
     for node in graph.node:
         name = alias.get(node.input[1], node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         w = weights.get(name)
+        if (activation_products and name is not None and w is None and
+                alias.get(node.input[0], node.input[0]) not in weights):
+            p = "%s_int8_%d" % (node.name or "matmul", count)
+            a, b = node.input
+            nodes += [
+                helper.make_node("DynamicQuantizeLinear", [a], [p + "_aq", p + "_a_scale", p + "_a_zero"], p + "_qa"),
+                helper.make_node("DynamicQuantizeLinear", [b], [p + "_bq", p + "_b_scale", p + "_b_zero"], p + "_qb"),
+                helper.make_node("MatMulInteger", [p + "_aq", p + "_bq", p + "_a_zero", p + "_b_zero"], [p + "_acc"],
+                                 p + "_matmul"),
+                helper.make_node("Mul", [p + "_a_scale", p + "_b_scale"], [p + "_scale"], p + "_scales"),
+                helper.make_node("Cast", [p + "_acc"], [p + "_accf"], p + "_cast", to=TensorProto.FLOAT),
+                helper.make_node("Mul", [p + "_accf", p + "_scale"], [node.output[0]], p + "_dequant"),
+            ]
+            count += 1
+            continue
         if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
             nodes.append(node)
             continue
@@ -64,7 +85,8 @@ def quantize_dynamic(src, dst):
             helper.make_node("Mul", [p + "_accf", p + "_scale"], [node.output[0]], p + "_dequant"),
         ]
         count += 1
-    if count == 0:
+        with_weights += 1
+    if with_weights == 0:
         raise ValueError("%s: no MatMul with a 2-D float weight to quantise" % src)
     used = {i for n in nodes for i in n.input}
     nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used or
@@ -84,15 +106,18 @@ def quantize_dynamic(src, dst):
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: ort_quantize.py model.onnx model_int8.onnx")
+    args = sys.argv[1:]
+    activation_products = "--activation-products" in args
+    args = [a for a in args if a != "--activation-products"]
+    if len(args) != 2 or any(a.startswith("--") for a in args):
+        sys.exit("usage: ort_quantize.py [--activation-products] model.onnx model_int8.onnx")
     try:
-        n = quantize_dynamic(sys.argv[1], sys.argv[2])
+        n = quantize_dynamic(args[0], args[1], activation_products)
     except (OSError, ValueError) as e:
         sys.exit("ort_quantize.py: %s" % e)
     except DecodeError as e:
-        sys.exit("ort_quantize.py: %s is not an ONNX model (%s)" % (sys.argv[1], e))
-    print("%s: %d MatMul(s) in int8" % (sys.argv[2], n))
+        sys.exit("ort_quantize.py: %s is not an ONNX model (%s)" % (args[0], e))
+    print("%s: %d MatMul(s) in int8" % (args[1], n))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ def run(model, feeds):
             out = [saturate_u8(np.rint(x[0] / scale) + zero), scale, zero]
         elif n.op_type == "MatMulInteger":
             a = x[0].astype(np.int32) - (x[2].astype(np.int32) if len(x) > 2 else 0)
-            out = [np.matmul(a, x[1].astype(np.int32))]
+            b = x[1].astype(np.int32) - (x[3].astype(np.int32) if len(x) > 3 else 0)
+            out = [np.matmul(a, b)]
         elif n.op_type == "Cast":
             out = [x[0].astype(np.float32)]
         elif n.op_type == "Mul":
@@ -86,11 +87,11 @@ class OrtQuantizeTest(unittest.TestCase):
         x = rng.standard_normal((2, 5, 24)).astype(np.float32)
         return model, w, x
 
-    def rewrite(self, model):
+    def rewrite(self, model, activation_products=False):
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = os.path.join(tmp, "f.onnx"), os.path.join(tmp, "q.onnx")
             onnx.save(model, src)
-            count = self.quantize(src, dst)
+            count = self.quantize(src, dst, activation_products)
             return count, onnx.load(dst)
 
     def test_products_within_quantisation_error(self):
@@ -133,6 +134,24 @@ class OrtQuantizeTest(unittest.TestCase):
         self.assertEqual(scales[0][7], 1.0)  # an all-zero column: scale 1, values 0
         self.assertTrue(np.all(np.abs(int8[0].astype(np.int32)) <= 127))
         self.assertEqual([o.name for o in q.graph.output], ["y1", "y2", "y3"])
+
+    def test_activation_products(self):
+        """ORT's default: the product of two activations in int8 too, each
+        operand quantised per tensor with its zero point."""
+        model, _, x = self.graph()
+        count, q = self.rewrite(model, activation_products=True)
+        self.assertEqual(count, 3)
+        ops = [n.op_type for n in q.graph.node]
+        self.assertEqual(ops.count("MatMulInteger"), 3)
+        self.assertNotIn("MatMul", ops)
+        y1, y2, y3 = run(q, {"x": x})
+        a, b = y1.astype(np.float64), np.transpose(y2, (0, 2, 1)).astype(np.float64)
+        step = lambda t: (max(0.0, t.max()) - min(0.0, t.min())) / 255.0
+        want = np.matmul(a, b)
+        bound = (0.5 * step(a) * np.abs(b).sum(axis=1, keepdims=True) + 0.5 * step(b) *
+                 np.abs(a).sum(axis=-1, keepdims=True) + 0.25 * step(a) * step(b) * a.shape[-1])
+        self.assertTrue(np.all(np.abs(y3 - want) <= bound + 1e-5 * np.abs(want).max()))
+        self.assertGreater(np.abs(y3 - want).max(), 1e-3 * bound.max())
 
     def test_graph_without_weights_is_refused(self):
         model, _, _ = self.graph(with_weights=False)
