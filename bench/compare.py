@@ -217,29 +217,33 @@ def main():
                 onnx = os.path.join(tmp, "%s_b%d.onnx" % (name, batch))
                 onnx8 = os.path.join(tmp, "%s_b%d_int8.onnx" % (name, batch))
                 ort_err = ort8_err = None
+                ort = [node, ORT_SCRIPT, "--threads", str(args.threads), "--batch", str(batch)]
+
+                def ort_error(path):
+                    """ORT's logits of xb from the graph at path, against PyTorch's."""
+                    subprocess.run(ort + [path, "--input", os.path.join(tmp, "x.f32"), "--output",
+                                          os.path.join(tmp, "y.f32")], check=True)
+                    return rel_error(np.fromfile(os.path.join(tmp, "y.f32"), np.float32).reshape(want_b.shape),
+                                     want_b)
+
+                def ort_ms(path):
+                    return run_json(ort + [path, "--iterations", str(args.iterations)])["ms_per_image"]
+
                 if node:
                     export_onnx(model, batch, onnx)
                     xb = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
                     xb.numpy().tofile(os.path.join(tmp, "x.f32"))
-                    subprocess.run([node, ORT_SCRIPT, onnx, "--threads", str(args.threads), "--batch", str(batch),
-                                    "--input", os.path.join(tmp, "x.f32"), "--output", os.path.join(tmp, "y.f32")],
-                                   check=True)
                     with torch.no_grad():
                         want_b = model.double()(xb.double()).numpy()
                     model.float()
-                    ort_err = rel_error(np.fromfile(os.path.join(tmp, "y.f32"), np.float32).reshape(want_b.shape),
-                                        want_b)
+                    ort_err = ort_error(onnx)
                     if ort_err > MAX_REL_ERROR:
                         sys.exit("%s: ONNX Runtime's logits differ from PyTorch's (relative error %.1e)"
                                  % (name, ort_err))
                     if ort_quantize:
                         try:  # the peer's int8 failing leaves it out of this row, not the run
                             ort_quantize(onnx, onnx8)
-                            subprocess.run([node, ORT_SCRIPT, onnx8, "--threads", str(args.threads), "--batch",
-                                            str(batch), "--input", os.path.join(tmp, "x.f32"), "--output",
-                                            os.path.join(tmp, "y.f32")], check=True)
-                            ort8_err = rel_error(np.fromfile(os.path.join(tmp, "y.f32"), np.float32).reshape(
-                                want_b.shape), want_b)
+                            ort8_err = ort_error(onnx8)
                         except (ValueError, subprocess.CalledProcessError) as e:
                             print("%s: ONNX Runtime int8 left out: %s" % (name, e), flush=True)
                         if ort8_err is not None and ort8_err > LOWP_BOUNDS["int8"]:
@@ -251,13 +255,9 @@ def main():
                 for _ in range(args.rounds):
                     torch_runs.append(torch_ms(model, batch, args.iterations) / batch)
                     if node:
-                        ort_runs.append(run_json([node, ORT_SCRIPT, onnx, "--threads", str(args.threads),
-                                                  "--batch", str(batch), "--iterations",
-                                                  str(args.iterations)])["ms_per_image"])
+                        ort_runs.append(ort_ms(onnx))
                     if time_ort8:
-                        ort8_runs.append(run_json([node, ORT_SCRIPT, onnx8, "--threads", str(args.threads),
-                                                   "--batch", str(batch), "--iterations",
-                                                   str(args.iterations)])["ms_per_image"])
+                        ort8_runs.append(ort_ms(onnx8))
                     ours_runs.append(run_json([lemevit, "bench", "--weights", weights, "--batch", str(batch),
                                                "--threads", str(args.threads), "--iterations",
                                                str(args.iterations), "--json", "-"]))
@@ -302,7 +302,7 @@ def main():
                         "", batch, p, row[p + "_path"], p_ms, row[p + "_speedup"], lowp_err[p])
                     if p == "int8" and ort8_err is not None:
                         row["ort_int8_rel_error"] = ort8_err
-                    if p == "int8" and ort8_runs:
+                    if p == "int8" and ort8_runs:  # timed only within the bound
                         o8 = statistics.median(ort8_runs)
                         row.update(ort_int8_ms=o8, int8_vs_ort_int8=o8 / p_ms)
                         row["rounds"]["ort_int8_ms"] = ort8_runs

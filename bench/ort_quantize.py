@@ -35,6 +35,24 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 
+def dynamic_quantize(x, p):
+    """DynamicQuantizeLinear of x: the node and its outputs (q, scale, zero)."""
+    out = [p + "_q", p + "_scale", p + "_zero"]
+    return helper.make_node("DynamicQuantizeLinear", [x], out, p + "_quant"), out
+
+
+def integer_matmul(p, a, b, out):
+    """out = float((a.q - a.zero) (b.q - b.zero)) * (a.scale * b.scale), a and b
+    (q, scale, zero) triples; a zero of None is 0 (symmetric weights)."""
+    zeros = [a[2]] + ([b[2]] if b[2] else [])
+    return [
+        helper.make_node("MatMulInteger", [a[0], b[0]] + zeros, [p + "_acc"], p + "_matmul"),
+        helper.make_node("Mul", [a[1], b[1]], [p + "_scale"], p + "_scales"),
+        helper.make_node("Cast", [p + "_acc"], [p + "_accf"], p + "_cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", [p + "_accf", p + "_scale"], [out], p + "_dequant"),
+    ]
+
+
 def quantize_dynamic(src, dst, activation_products=False):
     """Writes dst, src with its weight MatMuls (and, with
     activation_products, its MatMuls of two activations) in int8; returns
@@ -48,19 +66,12 @@ def quantize_dynamic(src, dst, activation_products=False):
     for node in graph.node:
         name = alias.get(node.input[1], node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         w = weights.get(name)
+        p = "%s_int8_%d" % (node.name or "matmul", count)
         if (activation_products and name is not None and w is None and
                 alias.get(node.input[0], node.input[0]) not in weights):
-            p = "%s_int8_%d" % (node.name or "matmul", count)
-            a, b = node.input
-            nodes += [
-                helper.make_node("DynamicQuantizeLinear", [a], [p + "_aq", p + "_a_scale", p + "_a_zero"], p + "_qa"),
-                helper.make_node("DynamicQuantizeLinear", [b], [p + "_bq", p + "_b_scale", p + "_b_zero"], p + "_qb"),
-                helper.make_node("MatMulInteger", [p + "_aq", p + "_bq", p + "_a_zero", p + "_b_zero"], [p + "_acc"],
-                                 p + "_matmul"),
-                helper.make_node("Mul", [p + "_a_scale", p + "_b_scale"], [p + "_scale"], p + "_scales"),
-                helper.make_node("Cast", [p + "_acc"], [p + "_accf"], p + "_cast", to=TensorProto.FLOAT),
-                helper.make_node("Mul", [p + "_accf", p + "_scale"], [node.output[0]], p + "_dequant"),
-            ]
+            qa, a = dynamic_quantize(node.input[0], p + "_a")
+            qb, b = dynamic_quantize(node.input[1], p + "_b")
+            nodes += [qa, qb] + integer_matmul(p, a, b, node.output[0])
             count += 1
             continue
         if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
@@ -75,22 +86,16 @@ def quantize_dynamic(src, dst, activation_products=False):
             added += [numpy_helper.from_array(wq, quantised[name][0]),
                       numpy_helper.from_array(scale, quantised[name][1])]
         wq_name, scale_name = quantised[name]
-        p = "%s_int8_%d" % (node.name or "matmul", count)
-        x = node.input[0]
-        nodes += [
-            helper.make_node("DynamicQuantizeLinear", [x], [p + "_xq", p + "_x_scale", p + "_x_zero"], p + "_quant"),
-            helper.make_node("MatMulInteger", [p + "_xq", wq_name, p + "_x_zero"], [p + "_acc"], p + "_matmul"),
-            helper.make_node("Mul", [p + "_x_scale", scale_name], [p + "_scale"], p + "_scales"),
-            helper.make_node("Cast", [p + "_acc"], [p + "_accf"], p + "_cast", to=TensorProto.FLOAT),
-            helper.make_node("Mul", [p + "_accf", p + "_scale"], [node.output[0]], p + "_dequant"),
-        ]
+        qx, x = dynamic_quantize(node.input[0], p + "_x")
+        nodes += [qx] + integer_matmul(p, x, (wq_name, scale_name, None), node.output[0])
         count += 1
         with_weights += 1
     if with_weights == 0:
         raise ValueError("%s: no MatMul with a 2-D float weight to quantise" % src)
-    used = {i for n in nodes for i in n.input}
-    nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used or
-             n.output[0] in {o.name for o in graph.output}]
+    # Identity aliases whose only readers were quantised go, then the float
+    # weights nothing reads any more.
+    used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used]
     used = {i for n in nodes for i in n.input}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.node[:]
