@@ -40,12 +40,13 @@ inline Device device(const Args& args) {
   args.fail("--device must be cpu or cuda, got '" + d + "'");
 }
 
-inline lemevit::Precision precision(const Args& args) {
-  const std::string p = args.get("--precision", "fp32");
+// The precision named by `flag` (--precision, default fp32).
+inline lemevit::Precision precision(const Args& args, const std::string& flag = "--precision") {
+  const std::string p = args.get(flag, "fp32");
   if (p == "fp32") return lemevit::Precision::Fp32;
   if (p == "bf16") return lemevit::Precision::Bf16;
   if (p == "int8") return lemevit::Precision::Int8;
-  args.fail("--precision must be fp32, bf16 or int8, got '" + p + "'");
+  args.fail(flag + " must be fp32, bf16 or int8, got '" + p + "'");
 }
 
 // Help line of --precision, shared by the commands that take it.
@@ -57,6 +58,9 @@ inline constexpr const char* kPrecisionHelp =
 // The model of --weights (or `path`) on --device in --precision with --dca-scale applied.
 inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path) {
   return load_model(path, load_options(args), device(args), precision(args));
+}
+inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path, lemevit::Precision p) {
+  return load_model(path, load_options(args), device(args), p);
 }
 
 inline const char* scale_name(lemevit::DcaScale s) {

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
+#include <type_traits>
 
 #ifdef LEMEVIT_HAVE_MPI
 #include <mpi.h>
@@ -26,7 +28,7 @@ namespace {
 constexpr const char* kHelp =
     "usage: lemevit evaluate [--weights W.safetensors] --data DIR [preprocessing flags]\n"
     "                        [--class-map auto|names|sorted] [--batch B] [--threads T]\n"
-    "                        [--precision P] [--strict] [--json FILE|-]\n"
+    "                        [--precision P] [--compare P] [--strict] [--json FILE|-]\n"
     "\n"
     "Evaluates a model over an ImageFolder tree, DIR/<class>/.../<image>. Prints accuracy,\n"
     "macro precision, recall and F1, a per-class report and the confusion matrix.\n"
@@ -41,6 +43,10 @@ constexpr const char* kHelp =
     "  --batch      images per forward pass (default 32)\n"
     "  --strict     fail on the first unreadable image (default: report it and skip it)\n"
     "  --json       write accuracy, metrics and per-image predictions to FILE or stdout ('-')\n"
+    "  --compare    also run the model in this precision (e.g. fp32 beside --precision int8)\n"
+    "               on the same images and report how often the two agree on the top-1\n"
+    "               class, both accuracies and each image's logit error against it,\n"
+    "               max |logit - reference| / max |reference| (median, 99th percentile, max)\n"
     "Symbolic links to folders are followed; a link loop is reported and skipped.\n"
     "Under mpirun (built with OpenMPI), each rank evaluates every size-th image and rank 0\n"
     "gathers and reports the same metrics as one process.\n";
@@ -65,11 +71,14 @@ struct World {
 #endif
   }
   // Element-wise max over ranks onto rank 0 (entries a rank did not own are -1).
-  void gather_max(std::vector<int>& v) const {
+  template <class T>
+  void gather_max(std::vector<T>& v) const {
 #ifdef LEMEVIT_HAVE_MPI
     if (!mpi) return;
-    std::vector<int> out(v.size());
-    MPI_Reduce(v.data(), out.data(), int(v.size()), MPI_INT, MPI_MAX, 0, MPI_COMM_WORLD);
+    static_assert(std::is_same_v<T, int> || std::is_same_v<T, double>);
+    std::vector<T> out(v.size());
+    MPI_Reduce(v.data(), out.data(), int(v.size()), std::is_same_v<T, int> ? MPI_INT : MPI_DOUBLE, MPI_MAX, 0,
+               MPI_COMM_WORLD);
     if (rank == 0) v = std::move(out);
 #else
     (void)v;
@@ -90,7 +99,8 @@ int evaluate(int argc, char** argv) {
   namespace ev = lemevit::evaluation;
   World world;
   auto valued = kPreprocessFlags;
-  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device", "--class-map", "--precision"});
+  valued.insert({"--weights", "--data", "--batch", "--threads", "--json", "--dca-scale", "--device", "--class-map", "--precision",
+                 "--compare"});
   Args args("evaluate", argc, argv, valued, {"--strict", "--help"});
   if (args.has("--help")) {
     if (world.rank == 0) std::cout << kHelp << kPrecisionHelp << "\n" << kPreprocessHelp;
@@ -106,8 +116,17 @@ int evaluate(int argc, char** argv) {
   } catch (const lemevit::Error& e) {
     args.fail(e.what());
   }
+  const lemevit::Precision own = precision(args);
+  std::optional<lemevit::Precision> reference;
+  if (args.has("--compare")) {
+    reference = precision(args, "--compare");
+    if (*reference == own)
+      args.fail("--compare " + args.get("--compare") + " is the precision being evaluated: compare with another");
+  }
   set_threads(args);
   auto model = open_model(args, weights_path(args));
+  // The reference model: the same weights in the other precision.
+  const auto other = reference ? open_model(args, weights_path(args), *reference) : nullptr;
   const auto pp = preprocessing(args, *model);
   const int k = model->num_classes();
   const auto folder = ev::scan_image_folder(root, metadata_class_names(*model), k, class_map);
@@ -118,20 +137,39 @@ int evaluate(int argc, char** argv) {
 
   // predicted[i]: class index, -2 unreadable, -1 another rank's image.
   std::vector<int> predicted(samples.size(), -1);
+  Comparison cmp;
+  std::vector<float> reference_logits;
+  if (other) {
+    cmp = {other->precision(), std::vector<int>(samples.size(), -1), std::vector<double>(samples.size(), -1.0)};
+    reference_logits.resize(std::size_t(max_batch) * std::size_t(k));
+  }
   std::vector<std::size_t> mine;
   for (std::size_t i = world.rank; i < samples.size(); i += world.size) mine.push_back(i);
   const bool show = world.rank == 0 && isatty(STDERR_FILENO);
   const auto t0 = std::chrono::steady_clock::now();
   predict_images(
       *model, root, samples, mine, pp, max_batch, strict, predicted,
-      [&](const float* x, int n, float* logits) { model->forward(x, n, logits); },
+      [&](const float* x, int n, float* logits) {
+        model->forward(x, n, logits);
+        if (other) other->forward(x, n, reference_logits.data());
+      },
       [&](const std::string& error) { std::cerr << (show ? "\n" : "") << "skipped: " << error << "\n"; },
       [&](std::size_t done) {
         if (show)
           progress(done, mine.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      },
+      [&](std::size_t i, int j, const float* logits) {
+        if (!other) return;
+        const float* ref = reference_logits.data() + std::size_t(j) * std::size_t(k);
+        cmp.predicted[i] = int(std::max_element(ref, ref + k) - ref);
+        cmp.error[i] = logit_error(logits, ref, k);
       });
   if (show) std::cerr << "\n";
   world.gather_max(predicted);
+  if (other) {
+    world.gather_max(cmp.predicted);
+    world.gather_max(cmp.error);
+  }
   if (world.rank != 0) return 0;
 
   const auto classes = folder.classes();
@@ -150,6 +188,20 @@ int evaluate(int argc, char** argv) {
       << "\n" << std::setprecision(4) << "accuracy:        " << m.accuracy << "\nmacro precision: " << m.macro_precision
       << "\nmacro recall:    " << m.macro_recall << "\nmacro F1:        " << m.macro_f1
       << (int(classes.size()) == k ? "" : "  (means over the classes present)") << "\n\n";
+  std::optional<ComparisonSummary> summary;
+  if (other) {
+    summary = summarize(root, folder, predicted, cmp, k);
+    const auto& s = *summary;
+    out << model->precision() << " against " << cmp.precision << " on the same " << s.images << " images:\n"
+        << "top-1 agreement: " << s.agreement << " (" << s.differ << " images differ)\n"
+        << cmp.precision << " accuracy:   " << s.metrics.accuracy << " (" << model->precision() << " "
+        << std::showpos << std::setprecision(2) << 100.0 * (m.accuracy - s.metrics.accuracy) << std::noshowpos
+        << " points)\n"
+        << std::scientific << std::setprecision(2) << "logit error:     median " << s.median << ", 99th percentile "
+        << s.p99 << ", max " << s.max << " (max |logit - " << cmp.precision << "| / max |" << cmp.precision
+        << " logit|)\n\n"
+        << std::fixed << std::setprecision(4);
+  }
   // A row's label: the model's name, and the folder where it is not that name.
   const auto label = [&](int c) {
     const std::string& f = folder_of[std::size_t(c)];
@@ -170,7 +222,8 @@ int evaluate(int argc, char** argv) {
   }
 
   if (args.has("--json")) {
-    const std::string json = evaluation_json(folder, predicted, m, names, world.size);
+    const std::string json = evaluation_json(folder, predicted, m, names, world.size, model->precision(),
+                                             other ? &cmp : nullptr, summary ? &*summary : nullptr);
     const std::string target = args.get("--json");
     if (target == "-") std::cout << json;
     else if (!(std::ofstream(target) << json)) throw lemevit::Error(target + ": cannot write the JSON result");

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <sstream>
@@ -112,16 +113,22 @@ inline std::vector<std::pair<int, double>> top_classes(const float* logits, int 
   return top;
 }
 
+// predict_images without a per-image hook.
+struct NoRows {
+  void operator()(std::size_t, int, const float*) const {}
+};
+
 // Predicts the class of samples[i] for each i in `indices` (of an ImageFolder
 // under `root`) into predicted[i], `max_batch` images at a time, each batch
 // decoded in parallel; an unreadable image becomes -2 and is passed to
 // skipped(message) (an error under `strict`). forward(input, n, logits) runs
-// the model; done(count) follows each batch.
-template <class Forward, class Skipped, class Done>
+// the model; row(i, j, logits of sample i) follows it for each image, j its
+// place in the batch; done(count) follows each batch.
+template <class Forward, class Skipped, class Done, class Row = NoRows>
 void predict_images(const lemevit::AnyModel& m, const std::string& root,
                     const std::vector<lemevit::evaluation::Sample>& samples, const std::vector<std::size_t>& indices,
                     const lemevit::image::Preprocess& pp, int max_batch, bool strict, std::vector<int>& predicted,
-                    Forward&& forward, Skipped&& skipped, Done&& done) {
+                    Forward&& forward, Skipped&& skipped, Done&& done, Row&& row = Row{}) {
   const std::size_t image = std::size_t(m.channels()) * m.height() * m.width();
   const int k = m.num_classes();
   std::vector<float> input(image * std::size_t(max_batch)), logits(std::size_t(max_batch) * k);
@@ -154,7 +161,9 @@ void predict_images(const lemevit::AnyModel& m, const std::string& root,
     if (!slot.empty()) forward(input.data(), int(slot.size()), logits.data());
     for (std::size_t j = 0; j < slot.size(); ++j) {
       const float* l = logits.data() + j * std::size_t(k);
-      predicted[indices[start + std::size_t(slot[j])]] = int(std::max_element(l, l + k) - l);
+      const std::size_t i = indices[start + std::size_t(slot[j])];
+      predicted[i] = int(std::max_element(l, l + k) - l);
+      row(i, int(j), l);
     }
     done(start + std::size_t(n));
   }
@@ -171,6 +180,53 @@ inline lemevit::evaluation::Metrics score_folder(const std::string& root, const 
   return lemevit::evaluation::score(labels, predicted, k, folder.classes());
 }
 
+// The same images in a reference precision (`lemevit evaluate --compare`),
+// entries < 0 where an image was not evaluated.
+struct Comparison {
+  std::string precision;      // the reference's
+  std::vector<int> predicted;  // its predictions
+  std::vector<double> error;   // logit_error of each image against it
+};
+
+// One image's logits against the reference's: max |got - ref| / max |ref|,
+// the relative error the README's precision tables and tests bound.
+inline double logit_error(const float* got, const float* ref, int k) {
+  double diff = 0, scale = 0;
+  for (int c = 0; c < k; ++c) {
+    diff = std::max(diff, std::fabs(double(got[c]) - double(ref[c])));
+    scale = std::max(scale, std::fabs(double(ref[c])));
+  }
+  return scale > 0 ? diff / scale : (diff > 0 ? std::numeric_limits<double>::infinity() : 0.0);
+}
+
+struct ComparisonSummary {
+  long images = 0, differ = 0;  // evaluated in both; with another top-1 class
+  double agreement = 0;         // 1 - differ / images
+  double median = 0, p99 = 0, max = 0;  // of the logit errors (nearest rank)
+  lemevit::evaluation::Metrics metrics;  // the reference's
+};
+
+inline ComparisonSummary summarize(const std::string& root, const lemevit::evaluation::ImageFolder& folder,
+                                   const std::vector<int>& predicted, const Comparison& c, int k) {
+  ComparisonSummary s;
+  s.metrics = score_folder(root, folder, c.predicted, k);
+  std::vector<double> errors;
+  for (std::size_t i = 0; i < predicted.size(); ++i) {
+    if (predicted[i] < 0 || c.predicted[i] < 0) continue;
+    ++s.images;
+    s.differ += predicted[i] != c.predicted[i];
+    errors.push_back(c.error[i]);
+  }
+  if (errors.empty()) throw lemevit::Error(root + ": no image was evaluated in both precisions");
+  s.agreement = 1.0 - double(s.differ) / double(s.images);
+  std::sort(errors.begin(), errors.end());
+  const auto rank = [&](double q) { return errors[std::size_t(std::ceil(q * double(errors.size()))) - 1]; };
+  s.median = rank(0.5);
+  s.p99 = rank(0.99);
+  s.max = errors.back();
+  return s;
+}
+
 // The folder holding each of the k classes ("" for classes without one).
 inline std::vector<std::string> folder_of_class(const lemevit::evaluation::ImageFolder& folder, int k) {
   std::vector<std::string> of(static_cast<std::size_t>(k));
@@ -179,10 +235,12 @@ inline std::vector<std::string> folder_of_class(const lemevit::evaluation::Image
 }
 
 // `lemevit evaluate --json`: metrics, per-class scores, confusion matrix,
-// per-image predictions, unreadable images and warnings.
+// per-image predictions, unreadable images and warnings; with a comparison,
+// its summary and each image's reference prediction and logit error.
 inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folder, const std::vector<int>& predicted,
                                    const lemevit::evaluation::Metrics& m, const std::vector<std::string>& names,
-                                   int ranks) {
+                                   int ranks, const std::string& precision, const Comparison* cmp = nullptr,
+                                   const ComparisonSummary* summary = nullptr) {
   using lemevit::json::quote;
   const int k = int(names.size());
   const auto& samples = folder.samples;
@@ -191,6 +249,7 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
   j << std::setprecision(8) << "{\"accuracy\": " << m.accuracy << ", \"macro_precision\": " << m.macro_precision
     << ", \"macro_recall\": " << m.macro_recall << ", \"macro_f1\": " << m.macro_f1 << ", \"images\": " << m.images
     << ", \"skipped\": " << (long(samples.size()) - m.images) << ", \"ranks\": " << ranks
+    << ", \"precision\": " << quote(precision)
     << ", \"class_map\": \"" << (folder.by_name ? "names" : "sorted") << "\", \"classes\": [";
   for (std::size_t i = 0; i < m.per_class.size(); ++i) {
     const auto& s = m.per_class[i];
@@ -210,7 +269,10 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
     if (predicted[i] < 0) continue;
     j << (first ? "" : ", ") << "{\"path\": " << quote(samples[i].path) << ", \"predicted\": " << predicted[i]
       << ", \"predicted_name\": " << quote(names[std::size_t(predicted[i])]) << ", \"label\": " << samples[i].label
-      << ", \"label_name\": " << quote(names[std::size_t(samples[i].label)]) << "}";
+      << ", \"label_name\": " << quote(names[std::size_t(samples[i].label)]);
+    if (cmp && cmp->predicted[i] >= 0)
+      j << ", \"compare_predicted\": " << cmp->predicted[i] << ", \"logit_error\": " << cmp->error[i];
+    j << "}";
     first = false;
   }
   j << "], \"unreadable\": [";
@@ -222,7 +284,14 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
     }
   j << "], \"warnings\": [";
   for (std::size_t i = 0; i < folder.warnings.size(); ++i) j << (i ? ", " : "") << quote(folder.warnings[i]);
-  j << "]}\n";
+  j << "]";
+  if (cmp && summary)
+    j << ", \"compare\": {\"precision\": " << quote(cmp->precision) << ", \"images\": " << summary->images
+      << ", \"agreement\": " << summary->agreement << ", \"differ\": " << summary->differ
+      << ", \"accuracy\": " << summary->metrics.accuracy << ", \"macro_f1\": " << summary->metrics.macro_f1
+      << ", \"logit_error\": {\"median\": " << summary->median << ", \"p99\": " << summary->p99
+      << ", \"max\": " << summary->max << "}}";
+  j << "}\n";
   return j.str();
 }
 

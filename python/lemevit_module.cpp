@@ -223,7 +223,8 @@ class Model {
             });
           },
           [](const std::string&) {}, [](std::size_t) {});  // unreadable images are listed in the result
-      json = cli::evaluation_json(folder, predicted, cli::score_folder(dir, folder, predicted, k), names_, 1);
+      json = cli::evaluation_json(folder, predicted, cli::score_folder(dir, folder, predicted, k), names_, 1,
+                                  m_->precision());
     }
     return py::module_::import("json").attr("loads")(json);
   }

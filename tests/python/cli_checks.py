@@ -5,6 +5,7 @@ LEMEVIT_WORK (a scratch folder). Uses Debian's /usr/bin/python3 with torch.
 """
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -199,6 +200,49 @@ class Cli(unittest.TestCase):
             self.assertGreaterEqual(agree, min_agreement, precision)
             self.assertLessEqual(abs(accuracy - fp32_accuracy), max_drop, precision)
 
+    def test_evaluate_compares_two_precisions(self):
+        # --compare runs a reference precision on the same images. Its numbers
+        # are checked against separate one-precision runs (predictions,
+        # accuracy) and each image's logit error against one computed here from
+        # PyTorch's fp32 logits and `infer --precision int8` on the same images.
+        data = fmnist_export("fmnist-500", limit=500)
+        out = os.path.join(WORK, "compare.json")
+        p = run("evaluate", "--data", data, "--precision", "int8", "--compare", "fp32", "--json", out)
+        self.assertIn("int8 against fp32 on the same 500 images", p.stdout)
+        got = json.load(open(out))
+        single = {}
+        for precision in ("fp32", "int8"):
+            one = os.path.join(WORK, "single_%s.json" % precision)
+            run("evaluate", "--data", data, "--precision", precision, "--json", one)
+            single[precision] = {q["path"]: q["predicted"] for q in json.load(open(one))["predictions"]}
+        self.assertEqual(got["precision"], "int8")
+        self.assertEqual({q["path"]: q["predicted"] for q in got["predictions"]}, single["int8"])
+        self.assertEqual({q["path"]: q["compare_predicted"] for q in got["predictions"]}, single["fp32"])
+        c = got["compare"]
+        differ = sum(single["int8"][k] != v for k, v in single["fp32"].items())
+        self.assertEqual((c["precision"], c["images"], c["differ"]), ("fp32", 500, differ))
+        self.assertAlmostEqual(c["agreement"], 1 - differ / 500)
+        labels = {q["path"]: q["label"] for q in got["predictions"]}
+        self.assertAlmostEqual(c["accuracy"], sum(v == labels[k] for k, v in single["fp32"].items()) / 500)
+        errors = sorted(q["logit_error"] for q in got["predictions"])
+        rank = lambda q: errors[math.ceil(q * len(errors)) - 1]  # nearest rank
+        for key, want in (("median", rank(0.5)), ("p99", rank(0.99)), ("max", errors[-1])):
+            self.assertAlmostEqual(c["logit_error"][key], want, places=7, msg=key)
+        self.assertLess(errors[-1], 8e-2)  # int8's bound (tests/precision_test.cpp)
+        # Per image, the first 24 of them.
+        model, prep = bundled_torch_model()
+        first = got["predictions"][:24]
+        x = torch.stack([export_imagefolder.preprocess(os.path.join(data, q["path"]), prep) for q in first])
+        with torch.no_grad():
+            want = model(x).numpy()
+        np.save(os.path.join(WORK, "compare.input.npy"), x.numpy())
+        run("infer", "--weights", BUNDLED, "--input", os.path.join(WORK, "compare.input.npy"), "--output",
+            os.path.join(WORK, "compare.int8.npy"), "--precision", "int8")
+        int8 = np.load(os.path.join(WORK, "compare.int8.npy"))
+        for q, a, b in zip(first, int8, want):
+            err = np.abs(a - b).max() / np.abs(b).max()
+            self.assertAlmostEqual(q["logit_error"], err, delta=1e-5 + 2e-3 * err, msg=q["path"])
+
     def test_evaluate_maps_folders_named_after_classes_by_name(self):
         # The issue's layout: folders named after the model's classes, whose
         # sorted order ("Ankle boot", "Bag", "Coat", ...) is not the model's.
@@ -284,13 +328,16 @@ class Cli(unittest.TestCase):
             self.skipTest("mpirun not installed")
         data = fmnist_export("fmnist-500", limit=500)
         one, two = os.path.join(WORK, "eval1.json"), os.path.join(WORK, "eval2.json")
-        run("evaluate", "--data", data, "--json", one, "--threads", "1")
+        # With --compare: the reference's predictions and logit errors are gathered too.
+        run("evaluate", "--data", data, "--json", one, "--threads", "1", "--compare", "bf16")
         p = subprocess.run([mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2", BIN, "evaluate",
-                            "--data", data, "--json", two, "--threads", "1"], capture_output=True, text=True)
+                            "--data", data, "--json", two, "--threads", "1", "--compare", "bf16"],
+                           capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
         a, b = json.load(open(one)), json.load(open(two))
         self.assertEqual(b["ranks"], 2)
-        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "confusion", "predictions"):
+        self.assertEqual(b["compare"]["images"], 500)
+        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "confusion", "predictions", "compare"):
             self.assertEqual(a[key], b[key], key)
 
     def test_evaluate_skips_unreadable_images_by_name(self):
