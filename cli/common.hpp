@@ -9,6 +9,7 @@
 #include <lemevit/metadata.hpp>
 
 #include "args.hpp"
+#include "frontend.hpp"
 #include "models.hpp"
 
 namespace cli {
@@ -42,11 +43,11 @@ inline Device device(const Args& args) {
 
 // The precision named by `flag` (--precision, default fp32).
 inline lemevit::Precision precision(const Args& args, const std::string& flag = "--precision") {
-  const std::string p = args.get(flag, "fp32");
-  if (p == "fp32") return lemevit::Precision::Fp32;
-  if (p == "bf16") return lemevit::Precision::Bf16;
-  if (p == "int8") return lemevit::Precision::Int8;
-  args.fail(flag + " must be fp32, bf16 or int8, got '" + p + "'");
+  try {
+    return parse_precision(args.get(flag, "fp32"), flag);
+  } catch (const lemevit::Error& e) {
+    args.fail(e.what());
+  }
 }
 
 // Help line of --precision, shared by the commands that take it.

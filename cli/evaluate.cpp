@@ -137,12 +137,8 @@ int evaluate(int argc, char** argv) {
 
   // predicted[i]: class index, -2 unreadable, -1 another rank's image.
   std::vector<int> predicted(samples.size(), -1);
-  Comparison cmp;
-  std::vector<float> reference_logits;
-  if (other) {
-    cmp = {other->precision(), std::vector<int>(samples.size(), -1), std::vector<double>(samples.size(), -1.0)};
-    reference_logits.resize(std::size_t(max_batch) * std::size_t(k));
-  }
+  std::optional<Comparer> compare;
+  if (other) compare.emplace(*other, samples.size(), max_batch);
   std::vector<std::size_t> mine;
   for (std::size_t i = world.rank; i < samples.size(); i += world.size) mine.push_back(i);
   const bool show = world.rank == 0 && isatty(STDERR_FILENO);
@@ -151,7 +147,7 @@ int evaluate(int argc, char** argv) {
       *model, root, samples, mine, pp, max_batch, strict, predicted,
       [&](const float* x, int n, float* logits) {
         model->forward(x, n, logits);
-        if (other) other->forward(x, n, reference_logits.data());
+        if (compare) compare->forward(x, n);
       },
       [&](const std::string& error) { std::cerr << (show ? "\n" : "") << "skipped: " << error << "\n"; },
       [&](std::size_t done) {
@@ -159,16 +155,13 @@ int evaluate(int argc, char** argv) {
           progress(done, mine.size(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       },
       [&](std::size_t i, int j, const float* logits) {
-        if (!other) return;
-        const float* ref = reference_logits.data() + std::size_t(j) * std::size_t(k);
-        cmp.predicted[i] = int(std::max_element(ref, ref + k) - ref);
-        cmp.error[i] = logit_error(logits, ref, k);
+        if (compare) compare->row(i, j, logits);
       });
   if (show) std::cerr << "\n";
   world.gather_max(predicted);
-  if (other) {
-    world.gather_max(cmp.predicted);
-    world.gather_max(cmp.error);
+  if (compare) {
+    world.gather_max(compare->result.predicted);
+    world.gather_max(compare->result.error);
   }
   if (world.rank != 0) return 0;
 
@@ -189,7 +182,8 @@ int evaluate(int argc, char** argv) {
       << "\nmacro recall:    " << m.macro_recall << "\nmacro F1:        " << m.macro_f1
       << (int(classes.size()) == k ? "" : "  (means over the classes present)") << "\n\n";
   std::optional<ComparisonSummary> summary;
-  if (other) {
+  if (compare) {
+    const Comparison& cmp = compare->result;
     summary = summarize(root, folder, predicted, cmp, k);
     const auto& s = *summary;
     out << model->precision() << " against " << cmp.precision << " on the same " << s.images << " images:\n"
@@ -223,7 +217,7 @@ int evaluate(int argc, char** argv) {
 
   if (args.has("--json")) {
     const std::string json = evaluation_json(folder, predicted, m, names, world.size, model->precision(),
-                                             other ? &cmp : nullptr, summary ? &*summary : nullptr);
+                                             compare ? &compare->result : nullptr, summary ? &*summary : nullptr);
     const std::string target = args.get("--json");
     if (target == "-") std::cout << json;
     else if (!(std::ofstream(target) << json)) throw lemevit::Error(target + ": cannot write the JSON result");

@@ -180,6 +180,14 @@ inline lemevit::evaluation::Metrics score_folder(const std::string& root, const 
   return lemevit::evaluation::score(labels, predicted, k, folder.classes());
 }
 
+// "fp32", "bf16" or "int8"; `what` names the option in the error.
+inline lemevit::Precision parse_precision(const std::string& p, const std::string& what) {
+  if (p == "fp32") return lemevit::Precision::Fp32;
+  if (p == "bf16") return lemevit::Precision::Bf16;
+  if (p == "int8") return lemevit::Precision::Int8;
+  throw lemevit::Error(what + " must be fp32, bf16 or int8, got '" + p + "'");
+}
+
 // The same images in a reference precision (`lemevit evaluate --compare`),
 // entries < 0 where an image was not evaluated.
 struct Comparison {
@@ -198,6 +206,30 @@ inline double logit_error(const float* got, const float* ref, int k) {
   }
   return scale > 0 ? diff / scale : (diff > 0 ? std::numeric_limits<double>::infinity() : 0.0);
 }
+
+// The reference model beside predict_images: forward(x, n) after each pass of
+// the evaluated model (the same input), row(i, j, logits) for each image.
+class Comparer {
+ public:
+  Comparer(lemevit::AnyModel& reference, std::size_t samples, int max_batch)
+      : ref_(reference), k_(reference.num_classes()), logits_(std::size_t(max_batch) * std::size_t(k_)) {
+    result.precision = reference.precision();
+    result.predicted.assign(samples, -1);
+    result.error.assign(samples, -1.0);
+  }
+  void forward(const float* x, int n) { ref_.forward(x, n, logits_.data()); }
+  void row(std::size_t i, int j, const float* logits) {
+    const float* ref = logits_.data() + std::size_t(j) * std::size_t(k_);
+    result.predicted[i] = int(std::max_element(ref, ref + k_) - ref);
+    result.error[i] = logit_error(logits, ref, k_);
+  }
+  Comparison result;
+
+ private:
+  lemevit::AnyModel& ref_;
+  int k_;
+  std::vector<float> logits_;
+};
 
 struct ComparisonSummary {
   long images = 0, differ = 0;  // evaluated in both; with another top-1 class

@@ -73,8 +73,10 @@ std::string shape_str(const py::array& a) {
 
 class Model {
  public:
-  Model(std::unique_ptr<lemevit::AnyModel> m, std::optional<int> threads, std::string path)
-      : m_(std::move(m)), threads_(threads), path_(std::move(path)), names_(cli::class_names(*m_)) {}
+  Model(std::unique_ptr<lemevit::AnyModel> m, std::optional<int> threads, std::string path,
+        lemevit::LoadOptions options)
+      : m_(std::move(m)), threads_(threads), path_(std::move(path)), options_(options),
+        names_(cli::class_names(*m_)) {}
 
   const std::vector<std::string>& classes() const { return names_; }
 
@@ -198,9 +200,9 @@ class Model {
     return result;
   }
 
-  // `lemevit evaluate --json` over an ImageFolder tree, as a dict.
+  // `lemevit evaluate --json [--compare P]` over an ImageFolder tree, as a dict.
   py::object evaluate(const std::filesystem::path& root, int batch, bool strict, const std::string& class_map,
-                      const cli::PreprocessChoice& choice) {
+                      const cli::PreprocessChoice& choice, const std::optional<std::string>& compare) {
     namespace ev = lemevit::evaluation;
     if (batch < 1) throw Error("batch must be at least 1, got " + std::to_string(batch));
     const auto map = ev::parse_class_map(class_map, "class_map");
@@ -210,21 +212,38 @@ class Model {
     {
       py::gil_scoped_release unlocked;
       ThreadScope threads(threads_);
+      // The reference: the same weights in the precision `compare` names.
+      std::unique_ptr<lemevit::AnyModel> other;
+      if (compare) {
+        const auto p = cli::parse_precision(*compare, "compare");
+        if (*compare == m_->precision())
+          throw Error("compare='" + *compare + "' is the precision being evaluated: compare with another");
+        other = cli::load_model(path_, options_, cli::Device::Cpu, p);
+      }
       const int k = m_->num_classes();
       const auto folder = ev::scan_image_folder(dir, cli::metadata_class_names(*m_), k, map);
       std::vector<int> predicted(folder.samples.size(), -1);
       std::vector<std::size_t> all(folder.samples.size());
       std::iota(all.begin(), all.end(), std::size_t(0));
+      std::optional<cli::Comparer> cmp;
+      if (other) cmp.emplace(*other, folder.samples.size(), batch);
       cli::predict_images(
           *m_, dir, folder.samples, all, pp, batch, strict, predicted,
           [&](const float* x, int n, float* logits) {
             in_passes(n, [&](int b0, int b, lemevit::Workspace& ws) {
               m_->forward(x + b0 * image_floats(), b, logits + std::size_t(b0) * k, ws);
             });
+            if (cmp) cmp->forward(x, n);
           },
-          [](const std::string&) {}, [](std::size_t) {});  // unreadable images are listed in the result
-      json = cli::evaluation_json(folder, predicted, cli::score_folder(dir, folder, predicted, k), names_, 1,
-                                  m_->precision());
+          [](const std::string&) {}, [](std::size_t) {},  // unreadable images are listed in the result
+          [&](std::size_t i, int j, const float* logits) {
+            if (cmp) cmp->row(i, j, logits);
+          });
+      const auto metrics = cli::score_folder(dir, folder, predicted, k);
+      std::optional<cli::ComparisonSummary> summary;
+      if (cmp) summary = cli::summarize(dir, folder, predicted, cmp->result, k);
+      json = cli::evaluation_json(folder, predicted, metrics, names_, 1, m_->precision(),
+                                  cmp ? &cmp->result : nullptr, summary ? &*summary : nullptr);
     }
     return py::module_::import("json").attr("loads")(json);
   }
@@ -233,6 +252,7 @@ class Model {
   std::unique_ptr<lemevit::AnyModel> m_;
   std::optional<int> threads_;
   std::string path_;
+  lemevit::LoadOptions options_;  // as loaded, for a reference model (evaluate's compare)
   std::vector<std::string> names_;
   // Workspaces of finished calls, reused by the next ones: concurrent calls
   // (Python threads, GIL released) each take their own.
@@ -303,10 +323,7 @@ class Model {
 
 std::unique_ptr<Model> load(const std::filesystem::path& path, const std::string& precision,
                             std::optional<int> threads, std::optional<std::string> dca_scale) {
-  lemevit::Precision p = lemevit::Precision::Fp32;
-  if (precision == "bf16") p = lemevit::Precision::Bf16;
-  else if (precision == "int8") p = lemevit::Precision::Int8;
-  else if (precision != "fp32") throw Error("precision must be fp32, bf16 or int8, got '" + precision + "'");
+  const lemevit::Precision p = cli::parse_precision(precision, "precision");
   if (threads && *threads < 1) throw Error("threads must be at least 1, got " + std::to_string(*threads));
   lemevit::LoadOptions options;
   if (dca_scale) {
@@ -319,7 +336,7 @@ std::unique_ptr<Model> load(const std::filesystem::path& path, const std::string
     py::gil_scoped_release unlocked;
     m = cli::load_model(path.string(), options, cli::Device::Cpu, p);
   }
-  return std::make_unique<Model>(std::move(m), threads, path.string());
+  return std::make_unique<Model>(std::move(m), threads, path.string(), options);
 }
 
 }  // namespace
@@ -356,19 +373,23 @@ PYBIND11_MODULE(lemevit, mod) {
           [](Model& m, const std::filesystem::path& data_dir, int batch, bool strict, const std::string& class_map,
              std::optional<std::string> preset, std::optional<std::pair<int, int>> resize,
              std::optional<int> resize_short, std::optional<int> crop, std::optional<std::string> interp,
-             std::optional<std::array<float, 3>> mean, std::optional<std::array<float, 3>> std) {
+             std::optional<std::array<float, 3>> mean, std::optional<std::array<float, 3>> std,
+             std::optional<std::string> compare) {
             return m.evaluate(data_dir, batch, strict, class_map,
-                              {preset, resize, resize_short, crop, interp, mean, std});
+                              {preset, resize, resize_short, crop, interp, mean, std}, compare);
           },
           py::arg("data_dir"), py::arg("batch") = 32, py::arg("strict") = false, py::arg("class_map") = "auto",
           py::kw_only(), py::arg("preset") = py::none(), py::arg("resize") = py::none(),
           py::arg("resize_short") = py::none(), py::arg("crop") = py::none(), py::arg("interp") = py::none(),
-          py::arg("mean") = py::none(), py::arg("std") = py::none(),
+          py::arg("mean") = py::none(), py::arg("std") = py::none(), py::arg("compare") = py::none(),
           "Evaluates over an ImageFolder tree (data_dir/<class>/.../<image>) as `lemevit evaluate\n"
           "--json`: a dict with accuracy, macro_precision, macro_recall, macro_f1, classes\n"
           "(per-class scores), confusion, predictions ({'path', 'predicted', 'label', ...}),\n"
-          "unreadable, warnings. class_map: 'auto', 'names' or 'sorted' (--class-map); strict:\n"
-          "an unreadable image is an error instead of being skipped; preprocessing as classify.")
+          "unreadable, warnings, precision. class_map: 'auto', 'names' or 'sorted' (--class-map);\n"
+          "strict: an unreadable image is an error instead of being skipped; preprocessing as\n"
+          "classify; compare: 'fp32', 'bf16' or 'int8' also runs the weights in that precision\n"
+          "(--compare): the dict gains 'compare' (agreement, differ, accuracy, logit_error) and\n"
+          "each prediction 'compare_predicted' and 'logit_error'.")
       .def_property_readonly("classes", &Model::classes, "Class names (from the weights' metadata).")
       .def_property_readonly("info", &Model::info, "Architecture, input shape and default preprocessing.")
       .def("__repr__", &Model::repr);

@@ -273,12 +273,33 @@ class SeedWorkflow(unittest.TestCase):
                                   "--json", "-"))
         self.assertEqual(got, tool)
 
-    def test_unreadable_images_strict_and_bad_options(self):
+    @staticmethod
+    def broken_folder():
+        """20 Fashion-MNIST test images and one file that is not an image."""
         data = os.path.join(WORK, "broken-folder")
         if not os.path.isdir(data):
             export_imagefolder.export(data, limit=20)
             with open(os.path.join(data, "03_dress", "broken.png"), "wb") as f:
                 f.write(b"not an image")
+        return data
+
+    def test_evaluate_compare_equals_the_tool(self):
+        data = self.broken_folder()
+        int8 = lemevit.load(BUNDLED, precision="int8")
+        got = int8.evaluate(data, compare="fp32")
+        tool = json.loads(run_cli("evaluate", "--data", data, "--precision", "int8", "--compare", "fp32",
+                                  "--json", "-"))
+        self.assertEqual(got, tool)
+        self.assertEqual((got["precision"], got["compare"]["precision"], got["compare"]["images"]),
+                         ("int8", "fp32", 20))
+        self.assertTrue(all(0 < p["logit_error"] < 8e-2 for p in got["predictions"]))
+        with self.assertRaisesRegex(lemevit.Error, "compare='int8' is the precision being evaluated"):
+            int8.evaluate(data, compare="int8")
+        with self.assertRaisesRegex(lemevit.Error, "compare must be fp32, bf16 or int8, got 'fp16'"):
+            int8.evaluate(data, compare="fp16")
+
+    def test_unreadable_images_strict_and_bad_options(self):
+        data = self.broken_folder()
         bundled = lemevit.load(BUNDLED)
         got = bundled.evaluate(data)
         self.assertEqual(got["unreadable"], ["03_dress/broken.png"])
