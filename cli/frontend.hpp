@@ -197,10 +197,12 @@ struct Comparison {
 };
 
 // One image's logits against the reference's: max |got - ref| / max |ref|,
-// the relative error the README's precision tables and tests bound.
+// the relative error the README's precision tables and tests bound; infinite
+// where either is not finite (then nothing can be compared).
 inline double logit_error(const float* got, const float* ref, int k) {
   double diff = 0, scale = 0;
   for (int c = 0; c < k; ++c) {
+    if (!std::isfinite(got[c]) || !std::isfinite(ref[c])) return std::numeric_limits<double>::infinity();
     diff = std::max(diff, std::fabs(double(got[c]) - double(ref[c])));
     scale = std::max(scale, std::fabs(double(ref[c])));
   }
@@ -274,6 +276,12 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
                                    int ranks, const std::string& precision, const Comparison* cmp = nullptr,
                                    const ComparisonSummary* summary = nullptr) {
   using lemevit::json::quote;
+  const auto number = [](double v) -> std::string {  // null where not finite
+    if (!std::isfinite(v)) return "null";
+    std::ostringstream o;
+    o << std::setprecision(8) << v;
+    return o.str();
+  };
   const int k = int(names.size());
   const auto& samples = folder.samples;
   const auto folder_of = folder_of_class(folder, k);
@@ -303,7 +311,7 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
       << ", \"predicted_name\": " << quote(names[std::size_t(predicted[i])]) << ", \"label\": " << samples[i].label
       << ", \"label_name\": " << quote(names[std::size_t(samples[i].label)]);
     if (cmp && cmp->predicted[i] >= 0)
-      j << ", \"compare_predicted\": " << cmp->predicted[i] << ", \"logit_error\": " << cmp->error[i];
+      j << ", \"compare_predicted\": " << cmp->predicted[i] << ", \"logit_error\": " << number(cmp->error[i]);
     j << "}";
     first = false;
   }
@@ -321,8 +329,8 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
     j << ", \"compare\": {\"precision\": " << quote(cmp->precision) << ", \"images\": " << summary->images
       << ", \"agreement\": " << summary->agreement << ", \"differ\": " << summary->differ
       << ", \"accuracy\": " << summary->metrics.accuracy << ", \"macro_f1\": " << summary->metrics.macro_f1
-      << ", \"logit_error\": {\"median\": " << summary->median << ", \"p99\": " << summary->p99
-      << ", \"max\": " << summary->max << "}}";
+      << ", \"logit_error\": {\"median\": " << number(summary->median) << ", \"p99\": " << number(summary->p99)
+      << ", \"max\": " << number(summary->max) << "}}";
   j << "}\n";
   return j.str();
 }

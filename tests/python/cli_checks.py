@@ -17,6 +17,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import convert  # noqa: E402
 import export_imagefolder  # noqa: E402
 
 TOOLS = os.path.join(ROOT, "tools")
@@ -242,6 +243,22 @@ class Cli(unittest.TestCase):
         for q, a, b in zip(first, int8, want):
             err = np.abs(a - b).max() / np.abs(b).max()
             self.assertAlmostEqual(q["logit_error"], err, delta=1e-5 + 2e-3 * err, msg=q["path"])
+
+    def test_evaluate_compare_reports_overflowing_logits(self):
+        # Finite weights whose logits overflow to +-inf: the logit error is
+        # infinite (null in the JSON), never a finite number that hides it.
+        sd, meta = convert.read_safetensors(BUNDLED)
+        sd["head.weight"] = sd["head.weight"] / sd["head.weight"].abs().max() * 3e38
+        weights = os.path.join(WORK, "overflow.safetensors")
+        convert.write_safetensors(weights, sd, meta)
+        data = fmnist_export("fmnist-20", limit=20)
+        out = os.path.join(WORK, "overflow.json")
+        p = run("evaluate", "--weights", weights, "--data", data, "--precision", "int8", "--compare", "fp32",
+                "--json", out)
+        self.assertIn("max inf", p.stdout)
+        got = json.load(open(out))
+        self.assertIsNone(got["compare"]["logit_error"]["max"])
+        self.assertIn(None, [q["logit_error"] for q in got["predictions"]])
 
     def test_evaluate_maps_folders_named_after_classes_by_name(self):
         # The layout: folders named after the model's classes, whose
