@@ -56,12 +56,13 @@ inline constexpr const char* kPrecisionHelp =
     "               (LayerNorm, softmax, GELU and residuals stay fp32; attention's two\n"
     "               products run in bf16 where the CPU has AVX512_BF16)\n";
 
-// The model of --weights (or `path`) on --device in --precision with --dca-scale applied.
-inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path) {
-  return load_model(path, load_options(args), device(args), precision(args));
-}
+// The model of --weights (or `path`) on --device in precision p (default
+// --precision) with --dca-scale applied.
 inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path, lemevit::Precision p) {
   return load_model(path, load_options(args), device(args), p);
+}
+inline std::unique_ptr<lemevit::AnyModel> open_model(const Args& args, const std::string& path) {
+  return open_model(args, path, precision(args));
 }
 
 inline const char* scale_name(lemevit::DcaScale s) {

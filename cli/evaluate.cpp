@@ -217,7 +217,7 @@ int evaluate(int argc, char** argv) {
 
   if (args.has("--json")) {
     const std::string json = evaluation_json(folder, predicted, m, names, world.size, model->precision(),
-                                             compare ? &compare->result : nullptr, summary ? &*summary : nullptr);
+                                             summary ? &*summary : nullptr);
     const std::string target = args.get("--json");
     if (target == "-") std::cout << json;
     else if (!(std::ofstream(target) << json)) throw lemevit::Error(target + ": cannot write the JSON result");

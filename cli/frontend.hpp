@@ -233,7 +233,9 @@ class Comparer {
   std::vector<float> logits_;
 };
 
+// A Comparison's figures over the images evaluated in both precisions.
 struct ComparisonSummary {
+  const Comparison* of = nullptr;  // the per-image results summarised
   long images = 0, differ = 0;  // evaluated in both; with another top-1 class
   double agreement = 0;         // 1 - differ / images
   double median = 0, p99 = 0, max = 0;  // of the logit errors (nearest rank)
@@ -243,6 +245,7 @@ struct ComparisonSummary {
 inline ComparisonSummary summarize(const std::string& root, const lemevit::evaluation::ImageFolder& folder,
                                    const std::vector<int>& predicted, const Comparison& c, int k) {
   ComparisonSummary s;
+  s.of = &c;
   s.metrics = score_folder(root, folder, c.predicted, k);
   std::vector<double> errors;
   for (std::size_t i = 0; i < predicted.size(); ++i) {
@@ -273,8 +276,9 @@ inline std::vector<std::string> folder_of_class(const lemevit::evaluation::Image
 // its summary and each image's reference prediction and logit error.
 inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folder, const std::vector<int>& predicted,
                                    const lemevit::evaluation::Metrics& m, const std::vector<std::string>& names,
-                                   int ranks, const std::string& precision, const Comparison* cmp = nullptr,
+                                   int ranks, const std::string& precision,
                                    const ComparisonSummary* summary = nullptr) {
+  const Comparison* cmp = summary ? summary->of : nullptr;
   using lemevit::json::quote;
   const auto number = [](double v) -> std::string {  // null where not finite
     if (!std::isfinite(v)) return "null";
@@ -325,7 +329,7 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
   j << "], \"warnings\": [";
   for (std::size_t i = 0; i < folder.warnings.size(); ++i) j << (i ? ", " : "") << quote(folder.warnings[i]);
   j << "]";
-  if (cmp && summary)
+  if (summary)
     j << ", \"compare\": {\"precision\": " << quote(cmp->precision) << ", \"images\": " << summary->images
       << ", \"agreement\": " << summary->agreement << ", \"differ\": " << summary->differ
       << ", \"accuracy\": " << summary->metrics.accuracy << ", \"macro_f1\": " << summary->metrics.macro_f1

@@ -243,7 +243,7 @@ class Model {
       std::optional<cli::ComparisonSummary> summary;
       if (cmp) summary = cli::summarize(dir, folder, predicted, cmp->result, k);
       json = cli::evaluation_json(folder, predicted, metrics, names_, 1, m_->precision(),
-                                  cmp ? &cmp->result : nullptr, summary ? &*summary : nullptr);
+                                  summary ? &*summary : nullptr);
     }
     return py::module_::import("json").attr("loads")(json);
   }

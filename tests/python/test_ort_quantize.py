@@ -23,6 +23,20 @@ def saturate_u8(v):
     return np.clip(v, 0, 255).astype(np.uint8)
 
 
+def step(t):
+    """DynamicQuantizeLinear's step: the range [min(0, min t), max(0, max t)] / 255."""
+    return (max(0.0, float(t.max())) - min(0.0, float(t.min()))) / 255.0
+
+
+def product_bound(a, b, a_step, b_step):
+    """Largest |a_q b_q - a b| per element of a b (float64) when each element
+    of a and b is at most half its step (b_step per column, or one step) off:
+    half a's step times sum |b| over k, |a| summed over k times half b's step,
+    and the two half steps' product over K."""
+    return (0.5 * a_step * np.abs(b).sum(axis=-2, keepdims=True) +
+            0.5 * np.abs(a).sum(axis=-1, keepdims=True) * b_step + 0.25 * a_step * b_step * a.shape[-1])
+
+
 def run(model, feeds):
     """The graph's outputs, operator by operator as the ONNX specification
     defines them (only the operators these graphs use)."""
@@ -100,13 +114,8 @@ class OrtQuantizeTest(unittest.TestCase):
         self.assertEqual(count, 2)
         y1, y2, y3 = run(q, {"x": x})
         want = np.matmul(x.astype(np.float64), w.astype(np.float64))
-        # Per element, each operand at most half its step off: x's step
-        # (range / 255) times sum |w|, |x| times w's step (max |w| / 127 per
-        # column), and the two half steps' product over K.
-        x_step = (max(0.0, x.max()) - min(0.0, x.min())) / 255.0
-        w_step = np.abs(w).max(axis=0) / 127.0
-        bound = (0.5 * x_step * np.abs(w).sum(axis=0) + 0.5 * np.abs(x).sum(axis=-1, keepdims=True) * w_step
-                 + 0.25 * x_step * w_step * w.shape[0])
+        # x per tensor (range / 255), w per column (max |w| / 127).
+        bound = product_bound(x.astype(np.float64), w.astype(np.float64), step(x), np.abs(w).max(axis=0) / 127.0)
         for y in (y1, y2):
             self.assertTrue(np.all(np.abs(y - want) <= bound + 1e-5 * np.abs(want).max()))
         # The error is of that order, not far below it (the graph quantises).
@@ -146,10 +155,8 @@ class OrtQuantizeTest(unittest.TestCase):
         self.assertNotIn("MatMul", ops)
         y1, y2, y3 = run(q, {"x": x})
         a, b = y1.astype(np.float64), np.transpose(y2, (0, 2, 1)).astype(np.float64)
-        step = lambda t: (max(0.0, t.max()) - min(0.0, t.min())) / 255.0
         want = np.matmul(a, b)
-        bound = (0.5 * step(a) * np.abs(b).sum(axis=1, keepdims=True) + 0.5 * step(b) *
-                 np.abs(a).sum(axis=-1, keepdims=True) + 0.25 * step(a) * step(b) * a.shape[-1])
+        bound = product_bound(a, b, step(a), step(b))
         self.assertTrue(np.all(np.abs(y3 - want) <= bound + 1e-5 * np.abs(want).max()))
         self.assertGreater(np.abs(y3 - want).max(), 1e-3 * bound.max())
 
