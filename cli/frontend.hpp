@@ -279,13 +279,8 @@ inline std::string evaluation_json(const lemevit::evaluation::ImageFolder& folde
                                    int ranks, const std::string& precision,
                                    const ComparisonSummary* summary = nullptr) {
   const Comparison* cmp = summary ? summary->of : nullptr;
+  using lemevit::json::number;
   using lemevit::json::quote;
-  const auto number = [](double v) -> std::string {  // null where not finite
-    if (!std::isfinite(v)) return "null";
-    std::ostringstream o;
-    o << std::setprecision(8) << v;
-    return o.str();
-  };
   const int k = int(names.size());
   const auto& samples = folder.samples;
   const auto folder_of = folder_of_class(folder, k);

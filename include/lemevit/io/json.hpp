@@ -3,6 +3,7 @@
 // untrusted bytes, so every access is bounds-checked and nesting is limited.
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -244,6 +245,15 @@ inline std::string quote(std::string_view s) {
     }
   }
   return out + "\"";
+}
+
+// Writes v as a JSON number with `digits` significant digits (printf's %g),
+// or null where v is not finite: JSON has no Inf or NaN.
+inline std::string number(double v, int digits = 8) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general, digits);
+  return std::string(buf, r.ptr);
 }
 
 }  // namespace lemevit::json
