@@ -363,6 +363,29 @@ void BM_Gelu(benchmark::State& state) {
 }
 BENCHMARK(BM_Gelu)->Name("kernel/gelu")->Arg(3136 * 256)->UseRealTime();
 
+#if defined(LEMEVIT_BENCH_SIMD)
+// GELU by its polynomial's degree (math.hpp): 5 in the fp32 epilogue, 2
+// (kLowpGeluDegree) in the bf16 and int8 ones; 4096 floats in and out of L1,
+// where the epilogue runs (out of place, so every pass sees the same inputs).
+template <int Degree>
+void BM_GeluDegree(benchmark::State& state) {
+  using Arch = xsimd::default_arch;
+  using Bt = lemevit::backend::simd::Batch<Arch>;
+  constexpr int L = lemevit::backend::simd::kLanes<Arch>;
+  const int n = int(state.range(0));
+  const auto x = data(std::size_t(n), 3.0f);
+  std::vector<float> y(x.size());
+  for (auto _ : state) {
+    for (int i = 0; i + L <= n; i += L)
+      lemevit::backend::simd::gelu<Arch, Degree>(Bt::load_unaligned(x.data() + i)).store_unaligned(y.data() + i);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations() * int64_t(n));
+}
+BENCHMARK_TEMPLATE(BM_GeluDegree, 5)->Name("kernel/gelu_tile/degree:5")->Arg(4096)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_GeluDegree, 2)->Name("kernel/gelu_tile/degree:2")->Arg(4096)->UseRealTime();
+#endif
+
 // Softmax attention (scores, fp32 softmax, values) for one image, all heads,
 // with the products of K's precision.
 template <class K>

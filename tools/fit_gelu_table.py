@@ -1,19 +1,25 @@
 #!/usr/bin/python3
-"""Fits kGeluTable16 (backends/simd/lemevit/backend/simd/math.hpp).
+"""Fits kGeluTable16 and kGeluTable16Lowp (backends/simd/lemevit/backend/simd/math.hpp).
 
 Phi(x) = (1 + erf x) / 2 on 16 intervals centred at x = j/4 (j = 0..15),
-one degree-5 polynomial in s = x - j/4, s in [-1/8, 1/8] ([0, 1/8] for j = 0).
+one polynomial of degree D (5: kGeluTable16, 2: kGeluTable16Lowp) in
+s = x - j/4, s in [-1/8, 1/8] ([0, 1/8] for j = 0).
 Each is a least-squares fit on Chebyshev points, reweighted towards minimax
 (Lawson), in double against mpmath's erf; the coefficients are rounded to
 float one at a time from the constant term up, the others refitted after each.
 Then the kernel's float evaluation is emulated over a grid and the GELU error
-printed. Prints the C++ table.  Usage: /usr/bin/python3 tools/fit_gelu_table.py
+printed. Prints the C++ table.  Usage: /usr/bin/python3 tools/fit_gelu_table.py [D]
+(D = 5 when omitted)
 """
+import sys
+
 import mpmath as mp
 import numpy as np
 
 mp.mp.dps = 30
-DEGREE, POINTS = 5, 400
+DEGREE = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+POINTS = 400
+NAMES = {5: "kGeluTable16", 2: "kGeluTable16Lowp"}
 F32 = np.float32
 
 
@@ -63,7 +69,7 @@ def main():
         want = 0.5 * float(v) * (1 + float(mp.erf(float(v) / mp.sqrt(2))))
         worst = max(worst, abs(float(gelu(table, v)) - want) / max(1.0, abs(float(v))))
     print(f"// GELU max error / max(1, |v|) over [-10, 10]: {worst:.2e}")
-    print(f"alignas(64) inline constexpr float kGeluTable16[{DEGREE + 1}][16] = {{")
+    print(f"alignas(64) inline constexpr float {NAMES.get(DEGREE, 'kGeluTable16')}[{DEGREE + 1}][16] = {{")
     for row in table:
         print("    {" + ", ".join(f"{c:.9e}f" for c in row) + "},")
     print("};")

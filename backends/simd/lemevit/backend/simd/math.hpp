@@ -18,8 +18,9 @@
 // the offset come from two additions of a rounding constant (no multiply),
 // and the 1/2 folds into the table; error <= 1e-7 |v| (about 1 ulp). It sits
 // beside every matrix product's output at the small K of Tiny's first stage,
-// on the same ports, so each instruction saved shows there. Elsewhere (AVX2)
-// GELU goes through erf.
+// on the same ports, so each instruction saved shows there. The bf16 and
+// int8 epilogues use degree 2 (kGeluTable16Lowp). Elsewhere (AVX2) GELU goes
+// through erf.
 // softmax_exp: Cody-Waite reduction and xsimd's polynomial, about 1.5 ulp.
 // tests/kernels_test.cpp checks all three over the float range.
 #include <algorithm>
@@ -74,6 +75,28 @@ alignas(64) inline constexpr float kGeluTable16[6][16] = {
     {-1.881293803e-01f, -1.545841843e-01f, -7.323127985e-02f, 1.339528523e-02f, 6.918451935e-02f, 8.376744390e-02f, 6.937645376e-02f, 4.507902265e-02f, 2.411173843e-02f, 1.086233277e-02f, 4.175001755e-03f, 1.380156376e-03f, 3.945261415e-04f, 9.789445903e-05f, 2.114417475e-05f, 3.983804618e-06f},
     {7.068079431e-04f, 6.345239282e-02f, 9.012002498e-02f, 7.533332705e-02f, 3.539067134e-02f, -3.597804112e-03f, -2.276603878e-02f, -2.370520681e-02f, -1.782380790e-02f, -9.274798445e-03f, -4.804661032e-03f, -1.498505007e-03f, 6.379545812e-05f, 3.543034836e-05f, 4.154183844e-04f, -9.578973550e-05f},
     {5.362058058e-02f, 3.982459381e-02f, 3.682599636e-03f, -2.648326382e-02f, -3.445206583e-02f, -2.353796363e-02f, -7.495712023e-03f, 3.241363214e-03f, 6.502842531e-03f, 5.320271943e-03f, 3.065410769e-03f, 1.385421841e-03f, 5.128696212e-04f, 1.588967280e-04f, 4.174380956e-05f, 9.377611605e-06f},
+};
+
+// The same at degree 2 (GELU error <= 4.1e-5 max(1, |v|)), for the bf16 and
+// int8 products, whose next product rounds the GELU's output to bf16 (2^-9
+// relative) or int8 anyway: three table lookups and three FMAs fewer.
+// `tools/fit_gelu_table.py 2` fits and prints it.
+alignas(64) inline constexpr float kGeluTable16Lowp[3][16] = {
+    {4.999886751e-01f, 6.381593347e-01f, 7.602444291e-01f, 8.555737138e-01f, 9.213482738e-01f, 9.614502192e-01f, 9.830539227e-01f, 9.933372736e-01f, 9.976621866e-01f, 9.992692471e-01f, 9.997968078e-01f, 9.999498129e-01f, 9.999889731e-01f, 9.999978542e-01f, 9.999996424e-01f, 9.999999404e-01f},
+    {5.658258200e-01f, 5.282025933e-01f, 4.385354221e-01f, 3.216121793e-01f, 2.083584517e-01f, 1.192382574e-01f, 6.027678400e-02f, 2.691611834e-02f, 1.061695628e-02f, 3.699205350e-03f, 1.138492720e-03f, 3.094348358e-04f, 7.427387027e-05f, 1.575314309e-05f, 2.894862064e-06f, 4.751281608e-07f},
+    {-3.503815830e-02f, -1.312672198e-01f, -2.179191262e-01f, -2.396625578e-01f, -2.068764567e-01f, -1.478807330e-01f, -8.963017166e-02f, -4.664433375e-02f, -2.100354433e-02f, -8.223718032e-03f, -2.809066325e-03f, -8.398066275e-04f, -2.183034812e-04f, -5.006228457e-05f, -1.087853798e-05f, -1.587763450e-06f},
+};
+
+// GeluTable16<D>::c: the 16-interval table of degree D.
+template <int Degree>
+struct GeluTable16;
+template <>
+struct GeluTable16<5> {
+  static constexpr const auto& c = kGeluTable16;
+};
+template <>
+struct GeluTable16<2> {
+  static constexpr const auto& c = kGeluTable16Lowp;
 };
 
 // Lookup of lane i of an 8-entry float table, for index vectors in [0, 8).
@@ -196,7 +219,9 @@ inline Batch<Arch> erf(const Batch<Arch>& x) {
 // |v| Phi(|v| / sqrt 2) + min(v, 0), the same for either sign (erf is odd)
 // with one rounding and no sign handling; with the 8-entry erf,
 // 0.5 (v + |v| erf(|v| / sqrt 2)); otherwise in the Reference's order.
-template <class Arch>
+// Degree: of the 16-interval polynomial (5: float accuracy; 2: for an
+// output rounded to bf16 or int8 next, see kGeluTable16Lowp).
+template <class Arch, int Degree = 5>
 inline Batch<Arch> gelu(const Batch<Arch>& v) {
   using B = Batch<Arch>;
   const B half(0.5f), rsqrt2(0.70710678118654752f);
@@ -211,7 +236,8 @@ inline Batch<Arch> gelu(const Batch<Arch>& v) {
     const B t = x + magic;
     const B s = x - (t - magic);  // x - j/4, exact
     const auto idx = Lookup::prepare(bits_of<Arch>(t) & IntBatch<Arch>(15));
-    const B p = horner<5, Arch>([&](int k) { return Lookup::get(detail::kGeluTable16[k], idx); }, s);
+    const B p = horner<Degree, Arch>(
+        [&](int k) { return Lookup::get(detail::GeluTable16<Degree>::c[k], idx); }, s);
     return fmadd<Arch>(av, p, xsimd::min(v, B(0.0f)));
   } else if constexpr (detail::Lookup8<Arch>::available) {
     const B av = xsimd::abs(v);
