@@ -7,6 +7,8 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include <lemevit/io/json.hpp>
 #include <lemevit/profile.hpp>
@@ -66,8 +68,9 @@ double fma_peak_gflops(int threads) {
 #endif
 }
 
-// Tables of a profile over `passes` forward passes, by part and by stage;
-// `peak` in GFLOP/s (0: unknown).
+// Tables of a profile over `passes` forward passes, by part, by stage, and
+// ms by part and stage (which part of which stage to work on); `peak` in
+// GFLOP/s (0: unknown).
 struct ProfileReport {
   std::string text, json;
 };
@@ -106,15 +109,49 @@ ProfileReport report(const lemevit::Profile& p, const lemevit::AnyModel& model, 
   t << line;
   header("stage");
   j << "], \"stages\": [";
-  row("stage", "stem, head", p.stage(lemevit::Profile::kOutside), true);
+  // Each stage by index and kind ("1 D"), then its shape in the stage table.
+  std::vector<std::string> stage_names{"stem, head"};
   for (int i = 0; i < p.stages(); ++i) {
-    const auto [c, h, w] = model.stage_shape(i);
     const auto& kinds = model.info().kinds;
-    row("stage", std::to_string(i) + " " + (i < int(kinds.size()) ? kinds[i] : std::string("?")) + " " +
-                     std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c),
-        p.stage(i), false);
+    stage_names.push_back(std::to_string(i) + " " + (i < int(kinds.size()) ? kinds[i] : std::string("?")));
   }
-  j << "]}";
+  for (int i = -1; i < p.stages(); ++i) {
+    std::string name = stage_names[i + 1];
+    if (i >= 0) {
+      const auto [c, h, w] = model.stage_shape(i);
+      name += " " + std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c);
+    }
+    row("stage", name, p.stage(i), i < 0);
+  }
+  // ms per pass by part (rows) and stage (columns); "-": the part has no
+  // work there. JSON: "by_stage": {part: [ms of each stage, stem/head first]}.
+  std::snprintf(line, sizeof line, "\n%-22s", "ms/pass by part, stage");
+  t << line;
+  for (const std::string& name : stage_names) {
+    std::snprintf(line, sizeof line, " %10s", name.c_str());
+    t << line;
+  }
+  t << "\n";
+  j << "], \"by_stage\": {";
+  for (int k = 0; k < lemevit::kParts; ++k) {
+    const auto part = lemevit::Part(k);
+    std::snprintf(line, sizeof line, "%-22s", lemevit::part_name(part));
+    t << line;
+    j << (k ? ", " : "") << lemevit::json::quote(lemevit::part_name(part)) << ": [";
+    for (int i = -1; i < p.stages(); ++i) {
+      const lemevit::Profile::Entry e = p.at(i, part);
+      const double ms = e.seconds * 1e3 / passes;
+      if (e.calls > 0)
+        std::snprintf(line, sizeof line, " %10.3f", ms);
+      else
+        std::snprintf(line, sizeof line, " %10s", "-");
+      t << line;
+      j << (i >= 0 ? ", " : "") << ms;
+    }
+    t << "\n";
+    j << "]";
+  }
+  j << "}}";
   return {t.str(), j.str()};
 }
 }  // namespace

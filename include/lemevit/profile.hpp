@@ -72,6 +72,8 @@ class Profile {
     for (const auto& stage : entries_) e += stage[int(p)];
     return e;
   }
+  // Part `p` of stage `stage` (or kOutside).
+  Entry at(int stage, Part p) const { return entries_[stage + 1][int(p)]; }
   // All parts of stage `stage` (or kOutside).
   Entry stage(int stage) const {
     Entry e;

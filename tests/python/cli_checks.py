@@ -484,6 +484,18 @@ class Cli(unittest.TestCase):
         self.assertAlmostEqual(sum(s["gflop"] for s in stages) / (2 * result["gflop_per_image"]), 1.0, places=7)
         mlp = [part for part in parts if part["part"] == "mlp"][0]
         self.assertAlmostEqual(mlp["peak_fraction"], mlp["gflops"] / profile["fma_peak_gflops"], places=7)
+        # ms by part and stage: its rows sum to the parts, its columns to the stages.
+        by_stage = profile["by_stage"]
+        self.assertEqual(list(by_stage), [part["part"] for part in parts])
+        for part in parts:
+            self.assertEqual(len(by_stage[part["part"]]), len(stages))
+            self.assertAlmostEqual(sum(by_stage[part["part"]]), part["ms"], places=6)
+        for i, s in enumerate(stages):
+            self.assertAlmostEqual(sum(row[i] for row in by_stage.values()), s["ms"], places=6)
+        self.assertEqual(by_stage["stem"][1:], [0] * (len(stages) - 1))  # the stem is outside every stage
+        self.assertGreater(by_stage["mlp"][1], 0)
+        self.assertRegex(p.stdout, r"\nms/pass by part, stage +stem, head +0 C +1 D +2 D +3 S\n")
+        self.assertRegex(p.stdout, r"\nstem +[0-9.]+( +-){%d}\n" % (len(stages) - 1))
 
     def test_bad_input_is_reported_with_a_nonzero_exit(self):
         cases = [
