@@ -205,14 +205,15 @@ inline void store_gelu_tile(const float (&tile)[M][Cols], float* y, std::ptrdiff
   constexpr int L = kLanes<Arch>;
   for (int r = 0; r < M; ++r)
     for (int v = 0; v < Cols / L && v * L < ncols; ++v)
-      store_n<Arch>(y + r * ldy + v * L, ncols - v * L, gelu<Arch, GeluDegree>(Batch<Arch>::load_aligned(tile[r] + v * L)));
+      store_n<Arch>(y + r * ldy + v * L, ncols - v * L,
+                    gelu<Arch, GeluDegree>(Batch<Arch>::load_aligned(tile[r] + v * L)));
 }
 
 // kernel(epi) with the epilogue E for one panel of a tile: Store and
 // Accumulate write y directly; GELU goes through the L1 tile. Both GEMM
 // drivers (fp32 here, bf16/int8 in gemm_lowp.hpp) place their epilogues here;
 // GeluDegree as for gelu (math.hpp).
-template <class Arch, Epilogue E, int M, int Cols, int GeluDegree = 5, class F>
+template <class Arch, Epilogue E, int M, int Cols, int GeluDegree = detail::kGeluDegree, class F>
 inline void with_panel_epilogue(const float* bias, float* y, std::ptrdiff_t ldy, int ncols, F&& kernel) {
   if constexpr (E == Epilogue::Gelu) {
     alignas(64) float tile[M][Cols];

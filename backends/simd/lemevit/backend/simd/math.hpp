@@ -88,10 +88,11 @@ alignas(64) inline constexpr float kGeluTable16Lowp[3][16] = {
 };
 
 // GeluTable16<D>::c: the 16-interval table of degree D.
+inline constexpr int kGeluDegree = 5;  // float accuracy: fp32's GELU
 template <int Degree>
 struct GeluTable16;
 template <>
-struct GeluTable16<5> {
+struct GeluTable16<kGeluDegree> {
   static constexpr const auto& c = kGeluTable16;
 };
 template <>
@@ -219,9 +220,9 @@ inline Batch<Arch> erf(const Batch<Arch>& x) {
 // |v| Phi(|v| / sqrt 2) + min(v, 0), the same for either sign (erf is odd)
 // with one rounding and no sign handling; with the 8-entry erf,
 // 0.5 (v + |v| erf(|v| / sqrt 2)); otherwise in the Reference's order.
-// Degree: of the 16-interval polynomial (5: float accuracy; 2: for an
-// output rounded to bf16 or int8 next, see kGeluTable16Lowp).
-template <class Arch, int Degree = 5>
+// Degree: of the 16-interval polynomial (kGeluDegree: float accuracy; 2:
+// for an output rounded to bf16 or int8 next, see kGeluTable16Lowp).
+template <class Arch, int Degree = detail::kGeluDegree>
 inline Batch<Arch> gelu(const Batch<Arch>& v) {
   using B = Batch<Arch>;
   const B half(0.5f), rsqrt2(0.70710678118654752f);
