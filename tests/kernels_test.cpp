@@ -157,6 +157,27 @@ TEMPLATE_TEST_CASE("vector erf and softmax exp are accurate", "[simd][gelu]",
   REQUIRE(exp_rel < 2.5e-7);  // about 2 ulp
 }
 
+// The bound tested for the bf16/int8 epilogue's GELU, per max(1, |v|).
+constexpr double kLowpGeluError = 5e-5;
+
+// max |gelu(v) - GELU(v) in double| / max(1, |v|) over a grid of [-10, 10]
+// (steps of 1e-4) and far tails, gelu applied in place by `apply`.
+template <class F>
+double gelu_error_vs_double(F&& apply) {
+  std::vector<float> x;
+  for (int i = -100000; i <= 100000; ++i) x.push_back(float(i) * 1e-4f);
+  for (float v : {-1e30f, -100.0f, 100.0f, 1e30f}) x.push_back(v);
+  auto got = x;
+  apply(got);
+  double max_err = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    const double v = x[i];
+    const double want = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+    max_err = std::max(max_err, std::fabs(got[i] - want) / std::max(1.0, std::fabs(v)));
+  }
+  return max_err;
+}
+
 TEMPLATE_TEST_CASE("gelu matches the exact erf GELU", "[simd][gelu]", LEMEVIT_TEST_ARCHS) {
   using S = Kernels<lemevit::backend::Simd<TestType>>;
   for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(7), std::size_t(33),
@@ -173,17 +194,7 @@ TEMPLATE_TEST_CASE("gelu matches the exact erf GELU", "[simd][gelu]", LEMEVIT_TE
     INFO(arch_name<TestType>() << " n " << n << ": max error " << max_err);
     REQUIRE(max_err < 1e-6);
   }
-  // Against GELU in double on a dense grid.
-  std::vector<float> x;
-  for (int i = -100000; i <= 100000; ++i) x.push_back(float(i) * 1e-4f);
-  auto got = x;
-  S::gelu(got.data(), got.size());
-  double max_err = 0.0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double v = x[i];
-    const double want = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-    max_err = std::max(max_err, std::fabs(got[i] - want) / std::max(1.0, std::fabs(v)));
-  }
+  const double max_err = gelu_error_vs_double([](std::vector<float>& x) { S::gelu(x.data(), x.size()); });
   INFO(arch_name<TestType>() << ": gelu vs double max error " << max_err);
   REQUIRE(max_err < 1e-6);
 }
@@ -192,25 +203,16 @@ TEMPLATE_TEST_CASE("gelu matches the exact erf GELU", "[simd][gelu]", LEMEVIT_TE
 // far finer than the bf16 rounding (2^-9 relative) its output gets next.
 TEMPLATE_TEST_CASE("the low precisions' gelu is accurate to 5e-5", "[simd][gelu][lowp]", LEMEVIT_TEST_ARCHS) {
   namespace s = lemevit::backend::simd;
-  using B = s::Batch<TestType>;
   constexpr int L = s::kLanes<TestType>;
-  double max_err = 0.0;
-  alignas(64) float x[L], y[L];
-  for (int i = -200000; i < 200000; i += L) {
-    for (int l = 0; l < L; ++l) x[l] = float(i + l) * 5e-5f;  // [-10, 10]
-    s::gelu<TestType, s::kLowpGeluDegree>(B::load_aligned(x)).store_aligned(y);
-    for (int l = 0; l < L; ++l) {
-      const double v = x[l], want = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-      max_err = std::max(max_err, std::fabs(y[l] - want) / std::max(1.0, std::fabs(v)));
+  const double max_err = gelu_error_vs_double([](std::vector<float>& x) {
+    for (std::size_t i = 0; i < x.size(); i += L) {
+      const int n = int(std::min<std::size_t>(L, x.size() - i));
+      const auto v = s::load_n<TestType>(x.data() + i, n);
+      s::store_n<TestType>(x.data() + i, n, s::gelu<TestType, s::kLowpGeluDegree>(v));
     }
-  }
-  for (float v : {-1e30f, -100.0f, 100.0f, 1e30f}) {  // the tails: 0 and v
-    for (int l = 0; l < L; ++l) x[l] = v;
-    s::gelu<TestType, s::kLowpGeluDegree>(B::load_aligned(x)).store_aligned(y);
-    max_err = std::max(max_err, std::fabs(double(y[0]) - (v < 0 ? 0.0 : v)) / std::fabs(v));
-  }
+  });
   INFO(arch_name<TestType>() << ": low-precision gelu vs double max error " << max_err);
-  REQUIRE(max_err < 5e-5);
+  REQUIRE(max_err < kLowpGeluError);
 }
 
 // ---------------------------------------------------------------- linear
@@ -315,7 +317,7 @@ void check_linear(const LinearShape& s, Epilogue e, bool with_bias, int ldx_pad,
        << epilogue_name(e) << (with_bias ? " bias" : " no bias") << " ldx " << ldx << " ldy " << ldy;
   double rel = 1e-5;
   if (P != Precision::Fp32 && e == Epilogue::Gelu) {
-    // The low precisions' GELU errs by up to 5e-5 max(1, |v|) (tested above).
+    // The low precisions' GELU errs by up to kLowpGeluError max(1, |v|).
     auto pre = y0;
     Ref::linear(xr.data(), s.rows, ldx, rw, pre.data(), ldy, Epilogue::Store);
     double max_pre = 1.0, max_ref = 0.0;
@@ -324,7 +326,7 @@ void check_linear(const LinearShape& s, Epilogue e, bool with_bias, int ldx_pad,
         max_pre = std::max(max_pre, std::fabs(double(pre[std::size_t(r) * ldy + c])));
         max_ref = std::max(max_ref, std::fabs(double(want[std::size_t(r) * ldy + c])));
       }
-    if (max_ref > 0.0) rel += 5e-5 * max_pre / max_ref;
+    if (max_ref > 0.0) rel += kLowpGeluError * max_pre / max_ref;
   }
   require_close(got, want, rel, what.str());
   for (int r = 0; r < s.rows; ++r)

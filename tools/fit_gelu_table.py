@@ -69,7 +69,7 @@ def main():
         want = 0.5 * float(v) * (1 + float(mp.erf(float(v) / mp.sqrt(2))))
         worst = max(worst, abs(float(gelu(table, v)) - want) / max(1.0, abs(float(v))))
     print(f"// GELU max error / max(1, |v|) over [-10, 10]: {worst:.2e}")
-    print(f"alignas(64) inline constexpr float {NAMES.get(DEGREE, 'kGeluTable16')}[{DEGREE + 1}][16] = {{")
+    print(f"alignas(64) inline constexpr float {NAMES.get(DEGREE, f'kGeluTable16Degree{DEGREE}')}[{DEGREE + 1}][16] = {{")
     for row in table:
         print("    {" + ", ".join(f"{c:.9e}f" for c in row) + "},")
     print("};")

@@ -213,7 +213,7 @@ inline void store_gelu_tile(const float (&tile)[M][Cols], float* y, std::ptrdiff
 // Accumulate write y directly; GELU goes through the L1 tile. Both GEMM
 // drivers (fp32 here, bf16/int8 in gemm_lowp.hpp) place their epilogues here;
 // GeluDegree as for gelu (math.hpp).
-template <class Arch, Epilogue E, int M, int Cols, int GeluDegree = detail::kGeluDegree, class F>
+template <class Arch, Epilogue E, int M, int Cols, int GeluDegree = kGeluDegree, class F>
 inline void with_panel_epilogue(const float* bias, float* y, std::ptrdiff_t ldy, int ncols, F&& kernel) {
   if constexpr (E == Epilogue::Gelu) {
     alignas(64) float tile[M][Cols];

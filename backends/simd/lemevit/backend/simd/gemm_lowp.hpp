@@ -60,10 +60,6 @@ inline constexpr int kLowpChunk = 4096;  // per row; a multiple of every group
 // block of (2-4x smaller) weights from L2/L3: Base's fc2 (196 x 1536 -> 384,
 // 1 thread) bf16 660 -> 610 us, int8 385 -> 330 us; the other shapes unchanged.
 inline constexpr int kLowpBlockBytes = 1 << 20;
-// The GELU epilogue's polynomial degree (gelu in math.hpp): its output is
-// rounded to bf16 or int8 by the next product, far coarser than degree 2's
-// error; three lookups and three FMAs fewer per output vector.
-inline constexpr int kLowpGeluDegree = 2;
 
 // fp32 -> bf16, nearest even (VCVTNE2PS2BF16); NaN stays a (quiet) NaN.
 inline std::uint16_t to_bf16(float f) {
