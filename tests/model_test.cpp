@@ -296,27 +296,32 @@ TEST_CASE("a model built for a CPU feature the CPU lacks is refused at load, nam
   const std::string path = fixture("custom_small.safetensors");
   using Bf16 = SmallOn<SimdBf16>;
   using Int8 = SmallOn<SimdInt8>;
-  auto refused = [&](auto load, const char* feature) {
+  // The message also says what to do: a low-precision extension missing
+  // leaves fp32 as an option, a missing vector width only a rebuild.
+  const char* lowp_remedy = "or run in fp32";
+  const char* isa_remedy = "Build the program for this CPU";
+  auto refused = [&](auto load, const char* feature, const char* remedy) {
     Hide hide(feature);
-    CHECK_THROWS_WITH(load(), Catch::Contains(feature) && Catch::Contains("this CPU lacks"));
+    CHECK_THROWS_WITH(load(), Catch::Contains(feature) && Catch::Contains("this CPU lacks") && Catch::Contains(remedy));
   };
   const std::string bf16_path = Kernels<Bf16::Backend>::gemm_path();
   const std::string int8_path = Kernels<Int8::Backend>::gemm_path();
-  if (const char* f = Kernels<Bf16::Backend>::gemm_feature()) refused([&] { return Bf16::load(path); }, f);
-  if (const char* f = Kernels<Int8::Backend>::gemm_feature()) refused([&] { return Int8::load(path); }, f);
+  if (const char* f = Kernels<Bf16::Backend>::gemm_feature()) refused([&] { return Bf16::load(path); }, f, lowp_remedy);
+  if (const char* f = Kernels<Int8::Backend>::gemm_feature()) refused([&] { return Int8::load(path); }, f, lowp_remedy);
   // int8's attention takes bf16 products where the build has them.
   if (std::string(Kernels<Int8::Backend>::attention_path()) == "avx512_bf16")
-    refused([&] { return Int8::load(path); }, "avx512_bf16");
+    refused([&] { return Int8::load(path); }, "avx512_bf16", lowp_remedy);
   if (std::string(xsimd::default_arch::name()) == "avx512bw") {
-    refused([&] { return Small::load(path); }, "avx512bw");
-    refused([&] { return Small::random(1); }, "avx512f");
+    refused([&] { return Small::load(path); }, "avx512bw", isa_remedy);
+    refused([&] { return Small::random(1); }, "avx512f", isa_remedy);
   }
 #if defined(__AVXVNNI__) && defined(__FMA__)
   {  // the AVX2 backend's int8 products (AVX-VNNI), checked by the same call Model::load makes
     using Avx2Int8 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Int8>>;
     REQUIRE(std::string(Avx2Int8::gemm_path()) == "avx_vnni");
     Hide hide("avx_vnni");
-    CHECK_THROWS_WITH(Avx2Int8::check_cpu(), Catch::Contains("avx_vnni") && Catch::Contains("this CPU lacks"));
+    CHECK_THROWS_WITH(Avx2Int8::check_cpu(), Catch::Contains("avx_vnni") && Catch::Contains("this CPU lacks") &&
+                                                 Catch::Contains(lowp_remedy));
   }
 #endif
   // Hiding what the type does not use changes nothing; nor does hiding nothing.

@@ -65,13 +65,16 @@ inline bool hidden(std::string_view f) {
 
 inline bool has(std::string_view f) { return !hidden(f) && detected(f); }
 
-// Throws lemevit::Error naming every feature of `features` the CPU lacks.
-inline void require(std::initializer_list<std::string_view> features, std::string_view built_for) {
+// Throws lemevit::Error naming every feature of `features` the CPU lacks,
+// then the sentence `remedy` (what the user can do about it).
+inline void require(std::initializer_list<std::string_view> features, std::string_view built_for,
+                    std::string_view remedy) {
   std::string missing;
   for (auto f : features)
     if (!has(f)) (missing += missing.empty() ? "" : ", ") += f;
   if (!missing.empty())
-    throw Error(std::string(built_for) + " was compiled for CPU features this CPU lacks: " + missing);
+    throw Error(std::string(built_for) + " was compiled for CPU features this CPU lacks: " + missing + ". " +
+                std::string(remedy));
 }
 
 }  // namespace lemevit::cpu

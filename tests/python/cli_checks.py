@@ -457,6 +457,7 @@ class Cli(unittest.TestCase):
                                capture_output=True, text=True, env=dict(os.environ, LEMEVIT_CPU_HIDE=feature))
             self.assertEqual(p.returncode, 1)
             self.assertIn("this CPU lacks: " + feature, p.stderr)
+            self.assertIn("--precision fp32", p.stderr)  # what the user can do instead
 
     def test_bench_profile(self):
         p = run("bench", "--weights", BUNDLED, "--batch", "2", "--iterations", "2", "--profile", "--json", "-")

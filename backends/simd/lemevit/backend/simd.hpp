@@ -121,17 +121,22 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   // instruction-set extension this backend was compiled for that the CPU lacks.
   static void check_cpu() {
     constexpr auto built_for = "this program's SIMD backend";
+    constexpr auto rebuild = "Build the program for this CPU (-march=native or meson setup -Dcpu=native)";
+    // A CPU with the vector width but not the bf16/int8 extension still runs fp32.
+    constexpr auto rebuild_or_fp32 =
+        "The bf16/int8 kernels need them: build the program for this CPU (-march=native or meson setup "
+        "-Dcpu=native), or run in fp32 (Precision::Fp32, or --precision fp32 in the lemevit tool)";
     namespace x = xsimd;
     if constexpr (std::is_base_of_v<x::avx512bw, Arch>)
-      cpu::require({"avx512f", "avx512cd", "avx512dq", "avx512bw"}, built_for);
+      cpu::require({"avx512f", "avx512cd", "avx512dq", "avx512bw"}, built_for, rebuild);
     else if constexpr (std::is_base_of_v<x::avx512f, Arch>)
-      cpu::require({"avx512f"}, built_for);
+      cpu::require({"avx512f"}, built_for, rebuild);
     else if constexpr (std::is_base_of_v<x::fma3<x::avx2>, Arch>)
-      cpu::require({"avx2", "fma"}, built_for);
+      cpu::require({"avx2", "fma"}, built_for, rebuild);
     else if constexpr (std::is_base_of_v<x::avx2, Arch>)
-      cpu::require({"avx2"}, built_for);
-    if constexpr (Gemm::feature != nullptr) cpu::require({Gemm::feature}, built_for);
-    if constexpr (!std::is_void_v<AttentionOps>) cpu::require({AttentionOps::feature}, built_for);
+      cpu::require({"avx2"}, built_for, rebuild);
+    if constexpr (Gemm::feature != nullptr) cpu::require({Gemm::feature}, built_for, rebuild_or_fp32);
+    if constexpr (!std::is_void_v<AttentionOps>) cpu::require({AttentionOps::feature}, built_for, rebuild_or_fp32);
   }
 
   // The CPU feature the products need beyond the instruction set (nullptr: none).
