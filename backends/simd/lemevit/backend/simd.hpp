@@ -21,6 +21,7 @@
 //   attention_bf16.hpp  the same with bf16 products (bf16/int8 precisions, AVX512_BF16)
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
 #include <cstddef>
+#include <string>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -121,11 +122,10 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   // instruction-set extension this backend was compiled for that the CPU lacks.
   static void check_cpu() {
     constexpr auto built_for = "this program's SIMD backend";
-    constexpr auto rebuild = "Build the program for this CPU (-march=native or meson setup -Dcpu=native)";
+    const std::string rebuild = "Build the program for this CPU (-march=native or meson setup -Dcpu=native)";
     // A CPU with the vector width but not the bf16/int8 extension still runs fp32.
-    constexpr auto rebuild_or_fp32 =
-        "The bf16/int8 kernels need them: build the program for this CPU (-march=native or meson setup "
-        "-Dcpu=native), or run in fp32 (Precision::Fp32, or --precision fp32 in the lemevit tool)";
+    const std::string rebuild_or_fp32 =
+        rebuild + ", or run in fp32 (Precision::Fp32, or --precision fp32 in the lemevit tool)";
     namespace x = xsimd;
     if constexpr (std::is_base_of_v<x::avx512bw, Arch>)
       cpu::require({"avx512f", "avx512cd", "avx512dq", "avx512bw"}, built_for, rebuild);
