@@ -285,21 +285,23 @@ const bool lowp_registered = [] {
 
 #if defined(LEMEVIT_BENCH_SIMD)
 // The stem's and a downsample's 3x3 stride-2 convolutions, one image, as the
-// model runs them: bf16/int8 gather the patches in the tile conversion
-// (Kernels::conv3x3_s2); "im2col" writes the patch matrix first, as fp32 does.
-template <lemevit::Precision P, bool Gather>
+// model runs them (Kernels::conv3x3_s2: fp32 reads the patches in place from a
+// zero-bordered copy, bf16/int8 gather them in the tile conversion); "im2col"
+// writes the patch matrix first, then multiplies.
+template <lemevit::Precision P, bool InPlace>
 void BM_Conv3x3s2(benchmark::State& state) {
   using S = lemevit::Kernels<lemevit::backend::Simd<xsimd::default_arch, P>>;
   const int side = int(state.range(0)), c = int(state.range(1)), out = int(state.range(2));
   bench::set_threads(int(state.range(3)));
   const int o = (side - 1) / 2 + 1, rows = o * o, in = 9 * c;
   const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(side) * side * c);
-  std::vector<float> cols(Gather ? 0 : std::size_t(rows) * in), y(std::size_t(rows) * out);
+  std::vector<float> cols(InPlace ? S::conv3x3_s2_scratch(side, side, c) : std::size_t(rows) * in);
+  std::vector<float> y(std::size_t(rows) * out);
   typename S::LinearWeights packed;
   S::prepare_linear(w.data(), b.data(), out, in, packed);
   for (auto _ : state) {
-    if constexpr (Gather) {
-      S::conv3x3_s2(x.data(), 1, side, side, c, packed, y.data(), lemevit::Epilogue::Store);
+    if constexpr (InPlace) {
+      S::conv3x3_s2(x.data(), 1, side, side, c, packed, y.data(), cols.data(), lemevit::Epilogue::Store);
     } else {
       S::im2col_3x3_s2(x.data(), 1, side, side, c, cols.data());
       S::linear(cols.data(), rows, in, packed, y.data(), out, lemevit::Epilogue::Store);
@@ -316,6 +318,8 @@ void conv_shapes(benchmark::internal::Benchmark* b) {
       ->UseRealTime();
 }
 using lemevit::Precision;
+BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Fp32, true)->Name("kernel/conv3x3_s2/fp32/padded")->Apply(conv_shapes);
+BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Fp32, false)->Name("kernel/conv3x3_s2/fp32/im2col")->Apply(conv_shapes);
 BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Bf16, true)->Name("kernel/conv3x3_s2/bf16/gather")->Apply(conv_shapes);
 BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Bf16, false)->Name("kernel/conv3x3_s2/bf16/im2col")->Apply(conv_shapes);
 BENCHMARK_TEMPLATE(BM_Conv3x3s2, Precision::Int8, true)->Name("kernel/conv3x3_s2/int8/gather")->Apply(conv_shapes);

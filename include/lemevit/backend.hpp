@@ -21,11 +21,13 @@
 //   static void attention(const AttentionArgs& a);
 //        out = softmax(scale * q k^T) v per head, fp32 softmax
 // and optionally, for the stem and downsample convolutions:
-//   static constexpr bool gathers_patches(int channels);
+//   static constexpr std::size_t conv3x3_s2_scratch(int h, int w, int channels);
 //   static void conv3x3_s2(const float* x, int batch, int h, int w, int channels,
-//                          const LinearWeights& w /*over im2col rows*/, float* y, Epilogue e);
-//        linear over the patches of a 3x3 stride-2 padding-1 conv, read in place
-//        (otherwise the layer writes them out with im2col_3x3_s2 first)
+//                          const LinearWeights& w /*over im2col rows*/, float* y,
+//                          float* scratch /*batch x conv3x3_s2_scratch*/, Epilogue e);
+//        linear over the patches of a 3x3 stride-2 padding-1 conv, run as the
+//        backend sees fit (otherwise the layer writes them out with
+//        im2col_3x3_s2, then calls linear)
 #include <cstddef>
 
 namespace lemevit {

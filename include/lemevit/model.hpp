@@ -119,7 +119,7 @@ class Model {
          std::size_t(2) * last_dim,
          max_over_stages([](auto s) { return decltype(s)::type::tokens_floats; })}));
     static constexpr std::size_t x_scratch = detail::round_up(
-        std::max({Stem1::im2col_floats, Stem2::im2col_floats,
+        std::max({Stem1::scratch_floats, Stem2::scratch_floats,
                   max_over_stages([](auto s) { return decltype(s)::type::x_scratch; })}));
     static constexpr std::size_t meta = detail::round_up(std::size_t(A.meta_tokens) * max_dim());
     static constexpr std::size_t c_scratch = detail::round_up(

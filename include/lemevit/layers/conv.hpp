@@ -2,7 +2,7 @@
 // Convolutions of LeMeViT on NHWC token maps:
 //  - ConditionalPositionEncoding: `pos_embed`, x + depthwise 3x3 conv (with bias);
 //  - ConvBn3x3s2: a 3x3 stride-2 conv followed by eval-mode BatchNorm, folded
-//    into one GEMM over im2col patches (stem and downsample layers).
+//    into one product over im2col patches (stem and downsample layers).
 #include <cmath>
 #include <string>
 #include <type_traits>
@@ -69,15 +69,16 @@ class ConvBn3x3s2 {
  public:
   static constexpr int out_h = conv_s2(H), out_w = conv_s2(W);
   static constexpr int in_tokens = H * W, out_tokens = out_h * out_w;
-  // Whether the backend reads the patches in place (Kernels::conv3x3_s2);
-  // else they are written out by im2col, into `cols`.
-  static constexpr bool gathers = [] {
-    if constexpr (requires { Kernels<B>::gathers_patches(Cin); })
-      return Kernels<B>::gathers_patches(Cin);
+  // Whether the backend runs the convolution itself (Kernels::conv3x3_s2),
+  // with the scratch it asks for; else the patches are written out by
+  // im2col into `cols`, then multiplied.
+  static constexpr bool in_backend = requires { Kernels<B>::conv3x3_s2_scratch(H, W, Cin); };
+  static constexpr std::size_t scratch_floats = [] {
+    if constexpr (in_backend)
+      return Kernels<B>::conv3x3_s2_scratch(H, W, Cin);
     else
-      return false;
+      return std::size_t(out_tokens) * 9 * Cin;
   }();
-  static constexpr std::size_t im2col_floats = gathers ? 0 : std::size_t(out_tokens) * 9 * Cin;
 
   void load(WeightLoader& w, const std::string& conv, const std::string& bn) {
     auto weight = w.floats(conv + ".weight", {Cout, Cin, 3, 3});
@@ -95,11 +96,11 @@ class ConvBn3x3s2 {
   double flops(int batch) const { return gemm_.flops(batch * out_tokens); }
 
   // x: batch NHWC maps (H x W x Cin) -> y: batch maps (out_h x out_w x Cout).
-  // `cols` holds batch * im2col_floats.
+  // `cols` holds batch * scratch_floats.
   void operator()(const float* x, int batch, float* y, float* cols,
                   Epilogue e = Epilogue::Store) const {
-    if constexpr (gathers) {
-      Kernels<B>::conv3x3_s2(x, batch, H, W, Cin, gemm_.prepared(), y, e);
+    if constexpr (in_backend) {
+      Kernels<B>::conv3x3_s2(x, batch, H, W, Cin, gemm_.prepared(), y, cols, e);
     } else {
       Kernels<B>::im2col_3x3_s2(x, batch, H, W, Cin, cols);
       gemm_(cols, batch * out_tokens, y, e);

@@ -40,7 +40,7 @@ class Stage {
   // Per-image scratch this stage needs (floats).
   static constexpr std::size_t tokens_floats = std::size_t(tokens) * dim;
   static constexpr std::size_t x_scratch =
-      std::max(downsamples ? Downsample::im2col_floats : 0, BlockT::x_scratch());
+      std::max(downsamples ? Downsample::scratch_floats : 0, BlockT::x_scratch());
   static constexpr std::size_t c_scratch =
       std::max(std::size_t(A.meta_tokens) * Meta::hidden, BlockT::c_scratch());
 

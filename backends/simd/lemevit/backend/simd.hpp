@@ -19,6 +19,7 @@
 //   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, NEON SDOT, generic)
 //   attention.hpp     blocked online-softmax attention
 //   attention_bf16.hpp  the same with bf16 products (bf16/int8 precisions, AVX512_BF16)
+//   conv.hpp          fp32 3x3 stride-2 convolution read in place (stem, downsample)
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
 #include <cstddef>
 #include <string>
@@ -31,6 +32,7 @@
 #include "lemevit/host_kernels.hpp"
 #include "lemevit/backend/simd/attention.hpp"
 #include "lemevit/backend/simd/attention_bf16.hpp"
+#include "lemevit/backend/simd/conv.hpp"
 #include "lemevit/backend/simd/elementwise.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
 #include "lemevit/backend/simd/gemm_bf16.hpp"
@@ -174,18 +176,30 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   }
 
   // A 3x3 stride-2 padding-1 convolution over `batch` NHWC maps whose weights
-  // were prepared as a Linear over im2col rows (layers::ConvBn3x3s2). bf16 and
-  // int8 gather each patch row as their tile conversion reads it, so the
-  // im2col matrix is never written; fp32 reads its operand in place and has
-  // no such pass to hide the gather in (it runs im2col, then linear).
-  static constexpr bool gathers_patches(int channels) {
-    return P != Precision::Fp32 && 9 * channels <= backend::simd::kLowpChunk;
+  // were prepared as a Linear over im2col rows (layers::ConvBn3x3s2). fp32
+  // reads the patches in place from a zero-bordered copy of the maps
+  // (simd/conv.hpp); bf16 and int8 gather each patch row as their tile
+  // conversion reads it (simd/gemm_lowp.hpp). Neither writes the im2col
+  // matrix, except bf16/int8 for patch rows longer than one conversion chunk.
+  static constexpr std::size_t conv3x3_s2_scratch(int h, int w, int channels) {
+    if constexpr (P == Precision::Fp32)
+      return backend::simd::PaddedMap{h, w, channels}.floats();
+    else
+      return gathers(channels) ? 0 : std::size_t((h - 1) / 2 + 1) * ((w - 1) / 2 + 1) * 9 * channels;
   }
   static void conv3x3_s2(const float* x, int batch, int h, int w, int channels, const LinearWeights& wt,
-                         float* y, Epilogue e) {
-    const backend::simd::Patches3x3s2 patches{x, h, w, channels};
+                         float* y, float* scratch, Epilogue e) {
     with_epilogue(e, [&](auto ep) {
-      backend::simd::gemm_lowp_rows<Arch, ep.value, Gemm>(patches, batch * patches.oh * patches.ow, wt, y, wt.out);
+      if constexpr (P == Precision::Fp32) {
+        backend::simd::conv3x3_s2<Arch, ep.value>(x, batch, h, w, channels, wt, y, scratch);
+      } else if (gathers(channels)) {
+        const backend::simd::Patches3x3s2 patches{x, h, w, channels};
+        backend::simd::gemm_lowp_rows<Arch, ep.value, Gemm>(patches, batch * patches.oh * patches.ow, wt, y, wt.out);
+      } else {
+        im2col_3x3_s2(x, batch, h, w, channels, scratch);
+        const int rows = batch * ((h - 1) / 2 + 1) * ((w - 1) / 2 + 1);
+        backend::simd::gemm_lowp<Arch, ep.value, Gemm>(scratch, rows, 9 * channels, wt, y, wt.out);
+      }
     });
   }
 
@@ -217,6 +231,8 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   }
 
  private:
+  static constexpr bool gathers(int channels) { return 9 * channels <= backend::simd::kLowpChunk; }
+
   template <class F>
   static void with_epilogue(Epilogue e, F&& f) {
     switch (e) {

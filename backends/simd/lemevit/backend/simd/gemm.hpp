@@ -85,12 +85,15 @@ inline void static_for(F&& f) {
 }
 
 // The micro-kernel, general form:
-//   acc[r][v] = sum_{k < K} a[r * a_row + k * a_k] * b[k * ldb + v * lanes + lane]
+//   acc[r][v] = sum_{k < K} ar[r][off(k)] * b[k * ldb + v * lanes + lane]
 // k ascending, one fused multiply-add per step, accumulators starting at 0;
-// then epi(r, v, acc[r][v]). kUnitK: a_k == 1 (row-major A).
+// then epi(r, v, acc[r][v]). off(k) = k when kUnitK (rows stored whole), else
+// (k / run) * a_k + k % run: a row's values come in runs of `run` contiguous
+// floats, a_k apart (run 1: a column of a strided A; conv3x3_s2: a patch's
+// kernel rows).
 template <class Arch, int M, int NV, bool kUnitK, class Epi>
-inline void micro_kernel_strided(int K, const float* a, std::ptrdiff_t a_row, std::ptrdiff_t a_k,
-                                 const float* b, std::ptrdiff_t ldb, Epi&& epi) {
+inline void micro_kernel_rows(int K, const float* const (&rows)[M], std::ptrdiff_t a_k, int run,
+                              const float* b, std::ptrdiff_t ldb, Epi&& epi) {
   using B = Batch<Arch>;
   constexpr int L = kLanes<Arch>;
   B acc[M][NV];
@@ -98,19 +101,36 @@ inline void micro_kernel_strided(int K, const float* a, std::ptrdiff_t a_row, st
     static_for<NV>([&](auto v) { acc[r][v] = B(0.0f); });
   });
   const float* ar[M];
-  static_for<M>([&](auto r) { ar[r] = a + r * a_row; });
+  static_for<M>([&](auto r) { ar[r] = rows[r]; });
+  std::ptrdiff_t ka = 0;  // off(k)
+  int in_run = 0;
   for (int k = 0; k < K; ++k) {
-    const std::ptrdiff_t ka = kUnitK ? k : k * a_k;
     B w[NV];
     static_for<NV>([&](auto v) { w[v] = load<Arch>(b + k * ldb + v * L); });
     static_for<M>([&](auto r) {
-      const B xr(ar[r][ka]);
+      const B xr(ar[r][kUnitK ? k : ka]);
       static_for<NV>([&](auto v) { acc[r][v] = fmadd<Arch>(xr, w[v], acc[r][v]); });
     });
+    if constexpr (!kUnitK) {
+      ++ka;
+      if (++in_run == run) {
+        in_run = 0;
+        ka += a_k - run;
+      }
+    }
   }
   static_for<M>([&](auto r) {
     static_for<NV>([&](auto v) { epi(int(r), int(v), acc[r][v]); });
   });
+}
+
+// Rows a_row apart, each with its values a_k apart (kUnitK: a_k == 1).
+template <class Arch, int M, int NV, bool kUnitK, class Epi>
+inline void micro_kernel_strided(int K, const float* a, std::ptrdiff_t a_row, std::ptrdiff_t a_k,
+                                 const float* b, std::ptrdiff_t ldb, Epi&& epi) {
+  const float* rows[M];
+  static_for<M>([&](auto r) { rows[r] = a + r * a_row; });
+  micro_kernel_rows<Arch, M, NV, kUnitK>(K, rows, a_k, 1, b, ldb, std::forward<Epi>(epi));
 }
 
 // Row-major A (lda) times a packed panel (NV * lanes floats per k).
@@ -119,6 +139,21 @@ inline void micro_kernel(int K, const float* a, std::ptrdiff_t lda, const float*
   micro_kernel_strided<Arch, M, NV, true>(K, a, lda, 1, b, NV * kLanes<Arch>,
                                           std::forward<Epi>(epi));
 }
+
+// Where a GEMM driver reads the rows of x: rows as stored, row r at x + r ldx.
+// (conv.hpp's PaddedPatches reads a convolution's patches in place;
+// gemm_lowp.hpp's Patches3x3s2 gathers them.)
+struct DenseRows {
+  static constexpr bool gathers = false;  // row() returns x's own memory
+  static constexpr bool in_runs = false;  // a row's values are contiguous
+  const float* x;
+  int ldx;
+  const float* row(int r, float* = nullptr) const { return x + std::ptrdiff_t(r) * ldx; }
+  template <int M>
+  void rows(int r0, const float* (&p)[M]) const {
+    for (int r = 0; r < M; ++r) p[r] = row(r0 + r);
+  }
+};
 
 // W (out x in, PyTorch layout) packed into column panels; see the top of the file.
 template <class Arch>
@@ -266,9 +301,10 @@ inline GemmBlocking gemm_blocking(int rows, int K, int out) {
   return g;
 }
 
-template <class Arch, Epilogue E>
-inline void gemm(const float* x, int rows, int ldx, const PackedLinear<Arch>& w, float* y,
-                 int ldy) {
+// y = rows of src times W, epilogue E. Src: DenseRows, or a source whose
+// rows come in runs (in_runs, with members run and run_stride).
+template <class Arch, Epilogue E, class Src>
+inline void gemm_rows(const Src& src, int rows, const PackedLinear<Arch>& w, float* y, int ldy) {
   using Tile = GemmTile<Arch>;
   constexpr int MR = Tile::rows, NV = Tile::vectors, NR = Tile::cols;
   if (rows <= 0 || w.out <= 0) return;
@@ -284,21 +320,30 @@ inline void gemm(const float* x, int rows, int ldx, const PackedLinear<Arch>& w,
     for (int t = rb * g.tiles_per_block; t < t_end; ++t) {
       const int r0 = t * MR;
       const int m = std::min(MR, rows - r0);
-      const float* xt = x + std::ptrdiff_t(r0) * ldx;
       dispatch_rows<MR>(m, [&](auto mc) {
         constexpr int M = decltype(mc)::value;
+        const float* xt[M];
+        src.rows(r0, xt);
         for (int p = cb * g.panels_per_block; p < p_end; ++p) {
           const float* bias = w.bias.data() + std::ptrdiff_t(p) * NR;
           const float* panel = w.panels.data() + std::ptrdiff_t(p) * K * NR;
           float* yt = y + std::ptrdiff_t(r0) * ldy + p * NR;
           const int ncols = std::min(NR, w.out - p * NR);
           with_panel_epilogue<Arch, E, M, NR>(bias, yt, ldy, ncols, [&](const auto& epi) {
-            micro_kernel<Arch, M, NV>(K, xt, ldx, panel, epi);
+            if constexpr (Src::in_runs)
+              micro_kernel_rows<Arch, M, NV, false>(K, xt, src.run_stride, src.run, panel, NR, epi);
+            else
+              micro_kernel_rows<Arch, M, NV, true>(K, xt, 1, K, panel, NR, epi);
           });
         }
       });
     }
   }
+}
+
+template <class Arch, Epilogue E>
+inline void gemm(const float* x, int rows, int ldx, const PackedLinear<Arch>& w, float* y, int ldy) {
+  gemm_rows<Arch, E>(DenseRows{x, ldx}, rows, w, y, ldy);
 }
 
 }  // namespace lemevit::backend::simd

@@ -321,15 +321,6 @@ struct NeonMmlaTile {
 };
 #endif
 
-// Where the driver reads the rows of x.
-// Rows as stored: row r at x + r ldx.
-struct DenseRows {
-  static constexpr bool gathers = false;
-  const float* x;
-  int ldx;
-  const float* row(int r, float*) const { return x + std::ptrdiff_t(r) * ldx; }
-};
-
 // The rows of HostKernels::im2col_3x3_s2's matrix (the patches of a 3x3
 // stride-2 padding-1 convolution over `batch` NHWC maps), gathered one at a
 // time into an L1-resident buffer instead of a matrix written out and read
