@@ -498,7 +498,7 @@ std::vector<float> lowp_gelu_linear(const std::vector<float>& x, const LinearSha
 // Reference above, and BFMMLA, which sums as two BFDOTs in k order, against
 // BFDOT here.
 int compare_lowp_kernels(const std::vector<float>& x, const LinearShape& sh, const std::vector<float>& w,
-                         const std::vector<float>& b, bool bf16) {
+                         const std::vector<float>& b, [[maybe_unused]] bool bf16) {
   using Arch = xsimd::default_arch;
   namespace s = lemevit::backend::simd;
   int compared = 0;
