@@ -284,23 +284,29 @@ const bool lowp_registered = [] {
 #endif
 
 #if defined(LEMEVIT_BENCH_SIMD)
-// The stem's and a downsample's 3x3 stride-2 convolutions, one image, as the
-// model runs them (Kernels::conv3x3_s2: fp32 reads the patches in place from a
-// zero-bordered copy, bf16/int8 gather them in the tile conversion); "im2col"
-// writes the patch matrix first, then multiplies.
+// The stem's and a downsample's 3x3 stride-2 convolutions, one image:
+// "padded" (fp32) reads the patches in place from a zero-bordered copy
+// (simd/conv.hpp), "gather" (bf16/int8) gathers them in the tile conversion;
+// "im2col" writes the patch matrix first, then multiplies. (The model uses
+// the in-place kernels where they win: Kernels::conv3x3_s2.)
 template <lemevit::Precision P, bool InPlace>
 void BM_Conv3x3s2(benchmark::State& state) {
-  using S = lemevit::Kernels<lemevit::backend::Simd<xsimd::default_arch, P>>;
+  using Arch = xsimd::default_arch;
+  using S = lemevit::Kernels<lemevit::backend::Simd<Arch, P>>;
+  namespace simd = lemevit::backend::simd;
   const int side = int(state.range(0)), c = int(state.range(1)), out = int(state.range(2));
   bench::set_threads(int(state.range(3)));
   const int o = (side - 1) / 2 + 1, rows = o * o, in = 9 * c;
   const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(side) * side * c);
-  std::vector<float> cols(InPlace ? S::conv3x3_s2_scratch(side, side, c) : std::size_t(rows) * in);
+  std::vector<float> cols(InPlace ? (P == lemevit::Precision::Fp32 ? simd::PaddedMap{side, side, c}.floats() : 0)
+                                  : std::size_t(rows) * in);
   std::vector<float> y(std::size_t(rows) * out);
   typename S::LinearWeights packed;
   S::prepare_linear(w.data(), b.data(), out, in, packed);
   for (auto _ : state) {
-    if constexpr (InPlace) {
+    if constexpr (InPlace && P == lemevit::Precision::Fp32) {
+      simd::conv3x3_s2<Arch, lemevit::Epilogue::Store>(x.data(), 1, side, side, c, packed, y.data(), cols.data());
+    } else if constexpr (InPlace) {
       S::conv3x3_s2(x.data(), 1, side, side, c, packed, y.data(), cols.data(), lemevit::Epilogue::Store);
     } else {
       S::im2col_3x3_s2(x.data(), 1, side, side, c, cols.data());

@@ -587,9 +587,9 @@ TEMPLATE_TEST_CASE("bf16 and int8 linear are bitwise deterministic per row",
 }
 
 // The stem and downsample convolutions (Kernels::conv3x3_s2): fp32 reads the
-// patches in place from a zero-bordered copy, bf16/int8 gather them while
-// converting them (or, for rows longer than a conversion chunk, write im2col
-// into the scratch). Each is bitwise the product over the Reference's im2col
+// patches in place from a zero-bordered copy (up to kInPlaceChannels
+// channels), bf16/int8 gather them while converting them (up to a conversion
+// chunk); beyond, they write im2col into the scratch. Each is bitwise the product over the Reference's im2col
 // matrix: the same sums, or the same conversion of the same rows. Maps of odd
 // and even sizes (the right and bottom padding), one-pixel maps, several
 // images per call, channel counts that do not fill a conversion group; the

@@ -176,29 +176,34 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   }
 
   // A 3x3 stride-2 padding-1 convolution over `batch` NHWC maps whose weights
-  // were prepared as a Linear over im2col rows (layers::ConvBn3x3s2). fp32
-  // reads the patches in place from a zero-bordered copy of the maps
+  // were prepared as a Linear over im2col rows (layers::ConvBn3x3s2). Where
+  // it pays, no im2col matrix is written: fp32 reads the patches of up to
+  // kInPlaceChannels channels in place from a zero-bordered copy of the maps
   // (simd/conv.hpp); bf16 and int8 gather each patch row as their tile
-  // conversion reads it (simd/gemm_lowp.hpp). Neither writes the im2col
-  // matrix, except bf16/int8 for patch rows longer than one conversion chunk.
-  static constexpr std::size_t conv3x3_s2_scratch(int h, int w, int channels) {
+  // conversion reads it (simd/gemm_lowp.hpp), up to one conversion chunk.
+  static constexpr bool in_place(int channels) {
     if constexpr (P == Precision::Fp32)
-      return backend::simd::PaddedMap{h, w, channels}.floats();
+      return channels <= backend::simd::kInPlaceChannels;
     else
-      return gathers(channels) ? 0 : std::size_t((h - 1) / 2 + 1) * ((w - 1) / 2 + 1) * 9 * channels;
+      return 9 * channels <= backend::simd::kLowpChunk;
+  }
+  static constexpr std::size_t conv3x3_s2_scratch(int h, int w, int channels) {
+    if (!in_place(channels)) return std::size_t((h - 1) / 2 + 1) * ((w - 1) / 2 + 1) * 9 * channels;
+    return P == Precision::Fp32 ? backend::simd::PaddedMap{h, w, channels}.floats() : 0;
   }
   static void conv3x3_s2(const float* x, int batch, int h, int w, int channels, const LinearWeights& wt,
                          float* y, float* scratch, Epilogue e) {
+    if (!in_place(channels)) {
+      im2col_3x3_s2(x, batch, h, w, channels, scratch);
+      linear(scratch, batch * ((h - 1) / 2 + 1) * ((w - 1) / 2 + 1), 9 * channels, wt, y, wt.out, e);
+      return;
+    }
     with_epilogue(e, [&](auto ep) {
       if constexpr (P == Precision::Fp32) {
         backend::simd::conv3x3_s2<Arch, ep.value>(x, batch, h, w, channels, wt, y, scratch);
-      } else if (gathers(channels)) {
+      } else {
         const backend::simd::Patches3x3s2 patches{x, h, w, channels};
         backend::simd::gemm_lowp_rows<Arch, ep.value, Gemm>(patches, batch * patches.oh * patches.ow, wt, y, wt.out);
-      } else {
-        im2col_3x3_s2(x, batch, h, w, channels, scratch);
-        const int rows = batch * ((h - 1) / 2 + 1) * ((w - 1) / 2 + 1);
-        backend::simd::gemm_lowp<Arch, ep.value, Gemm>(scratch, rows, 9 * channels, wt, y, wt.out);
       }
     });
   }
@@ -231,8 +236,6 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   }
 
  private:
-  static constexpr bool gathers(int channels) { return 9 * channels <= backend::simd::kLowpChunk; }
-
   template <class F>
   static void with_epilogue(Epilogue e, F&& f) {
     switch (e) {

@@ -21,6 +21,15 @@ LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
 
 namespace lemevit::backend::simd {
 
+// The most channels for which reading the patches in place beats writing
+// the im2col matrix (Kernels::conv3x3_s2 chooses): one image, 1 thread, the
+// stem's 224 x 224 x 3 -> 32 216-304 -> 159-164 us, 112 x 112 x 32 -> 64
+// equal; with more channels the patch rows are long enough for im2col's
+// copies to pay, and its contiguous rows stream better: 14 x 14 x 192 -> 320
+// 6-8% slower in place, Base's downsampling convolutions (96 to 384
+// channels) 10% slower in the model.
+inline constexpr int kInPlaceChannels = 63;
+
 // A map with the zero border its stride-2 windows read: one row and column
 // before it, and one after where the side is odd.
 struct PaddedMap {
