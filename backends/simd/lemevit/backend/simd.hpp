@@ -19,7 +19,7 @@
 //   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, NEON SDOT, generic)
 //   attention.hpp     blocked online-softmax attention
 //   attention_bf16.hpp  the same with bf16 products (bf16/int8 precisions, AVX512_BF16)
-//   conv.hpp          fp32 3x3 stride-2 convolution read in place (stem, downsample)
+//   conv.hpp          fp32 3x3 stride-2 convolution reading its patches in place (the stem)
 //   elementwise.hpp   LayerNorm, GELU, depthwise 3x3 convolution
 #include <cstddef>
 #include <string>

@@ -1,7 +1,7 @@
 #pragma once
-// fp32 3x3 stride-2 padding-1 convolution over NHWC maps (the stem and the
-// downsample layers), its weights packed as a Linear over patch rows ordered
-// (ky, kx, channel) (layers::ConvBn3x3s2, gemm.hpp).
+// fp32 3x3 stride-2 padding-1 convolution over NHWC maps of few channels
+// (kInPlaceChannels: the stem's two), its weights packed as a Linear over
+// patch rows ordered (ky, kx, channel) (layers::ConvBn3x3s2, gemm.hpp).
 //
 // The maps are copied once with their zero border; the micro-kernel then
 // reads each patch in place, as three runs of 3 * channels floats (one per
