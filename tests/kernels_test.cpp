@@ -625,14 +625,23 @@ TEMPLATE_TEST_CASE("convolutions read their patches as im2col lays them out", "[
                               {1, 14, 14, 320, 384}, {3, 7, 5, 5, 33},     {2, 1, 1, 8, 7},
                               {1, 2, 3, 1, 40},      {2, 9, 4, 2, 65},     {1, 3, 1, 17, 3},
                               {1, 5, 6, 460, 20}};  // bf16/int8: rows longer than a chunk
+  // The model's shapes (the first four) take one epilogue each, in turn: the
+  // epilogues run the same code at every size, and all three under ASan
+  // made this test a third of CI's sanitizer stage.
+  const Epilogue epilogues[] = {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate};
   std::uint32_t seed = 1300;
-  for (const auto& s : shapes)
-    for (Epilogue e : {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate}) {
+  int index = 0;
+  for (const auto& s : shapes) {
+    const bool model_shape = index < 4;
+    for (Epilogue e : epilogues) {
+      if (model_shape && e != epilogues[index % 3]) continue;
       check_conv<TestType, Precision::Fp32>(s.batch, s.h, s.w, s.c, s.out, e, seed);
       check_conv<TestType, Precision::Bf16>(s.batch, s.h, s.w, s.c, s.out, e, seed);
       check_conv<TestType, Precision::Int8>(s.batch, s.h, s.w, s.c, s.out, e, seed);
       seed += 5;
     }
+    ++index;
+  }
 }
 
 // ---------------------------------------------------------------- layer_norm
