@@ -188,23 +188,25 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
       return 9 * channels <= backend::simd::kLowpChunk;
   }
   static constexpr std::size_t conv3x3_s2_scratch(int h, int w, int channels) {
-    if (!in_place(channels)) return std::size_t((h - 1) / 2 + 1) * ((w - 1) / 2 + 1) * 9 * channels;
-    return P == Precision::Fp32 ? backend::simd::PaddedMap{h, w, channels}.floats() : 0;
+    const backend::simd::PaddedMap m{h, w, channels};  // the output's geometry too
+    if (!in_place(channels)) return std::size_t(m.oh) * m.ow * 9 * channels;
+    return P == Precision::Fp32 ? m.floats() : 0;
   }
   static void conv3x3_s2(const float* x, int batch, int h, int w, int channels, const LinearWeights& wt,
                          float* y, float* scratch, Epilogue e) {
+    const backend::simd::PaddedMap m{h, w, channels};
+    const int rows = batch * m.oh * m.ow;
     if (!in_place(channels)) {
       im2col_3x3_s2(x, batch, h, w, channels, scratch);
-      linear(scratch, batch * ((h - 1) / 2 + 1) * ((w - 1) / 2 + 1), 9 * channels, wt, y, wt.out, e);
+      linear(scratch, rows, 9 * channels, wt, y, wt.out, e);
       return;
     }
     with_epilogue(e, [&](auto ep) {
-      if constexpr (P == Precision::Fp32) {
+      if constexpr (P == Precision::Fp32)
         backend::simd::conv3x3_s2<Arch, ep.value>(x, batch, h, w, channels, wt, y, scratch);
-      } else {
-        const backend::simd::Patches3x3s2 patches{x, h, w, channels};
-        backend::simd::gemm_lowp_rows<Arch, ep.value, Gemm>(patches, batch * patches.oh * patches.ow, wt, y, wt.out);
-      }
+      else
+        backend::simd::gemm_lowp_rows<Arch, ep.value, Gemm>(backend::simd::Patches3x3s2{x, h, w, channels}, rows,
+                                                            wt, y, wt.out);
     });
   }
 
