@@ -311,8 +311,13 @@ class Model {
                        ws.data() + std::size_t(slot) * images_per_pass * Plan::floats_per_image,
                        nullptr, timer);
         });
-        if constexpr (profiled)
-          for (const Profile& p : own) prof.merge(p, slots);
+        if constexpr (profiled) {
+          // Averaged over the threads that ran passes: on a busy machine one
+          // may have taken them all (they are handed out dynamically).
+          const auto took_passes = [](const Profile& p) { return p.seconds() > 0.0; };
+          const int ran = int(std::count_if(own.begin(), own.end(), took_passes));
+          for (const Profile& p : own) prof.merge(p, std::max(ran, 1));
+        }
         b0 = passes * images_per_pass;
       }
     }
