@@ -296,10 +296,11 @@ void BM_Conv3x3s2(benchmark::State& state) {
   namespace simd = lemevit::backend::simd;
   const int side = int(state.range(0)), c = int(state.range(1)), out = int(state.range(2));
   bench::set_threads(int(state.range(3)));
-  const int o = (side - 1) / 2 + 1, rows = o * o, in = 9 * c;
+  const int o = lemevit::conv_s2(side), rows = o * o, in = 9 * c;
   const auto w = data(std::size_t(out) * in, 0.1f), b = data(out), x = data(std::size_t(side) * side * c);
-  std::vector<float> cols(InPlace ? (P == lemevit::Precision::Fp32 ? simd::PaddedMap{side, side, c}.floats() : 0)
-                                  : std::size_t(rows) * in);
+  std::vector<float> cols(!InPlace                          ? std::size_t(rows) * in
+                          : P == lemevit::Precision::Fp32 ? simd::PaddedMap{side, side, c}.floats()
+                                                          : S::conv3x3_s2_scratch(side, side, c));
   std::vector<float> y(std::size_t(rows) * out);
   typename S::LinearWeights packed;
   S::prepare_linear(w.data(), b.data(), out, in, packed);

@@ -630,18 +630,16 @@ TEMPLATE_TEST_CASE("convolutions read their patches as im2col lays them out", "[
   // made this test a third of CI's sanitizer stage.
   const Epilogue epilogues[] = {Epilogue::Store, Epilogue::Gelu, Epilogue::Accumulate};
   std::uint32_t seed = 1300;
-  int index = 0;
-  for (const auto& s : shapes) {
-    const bool model_shape = index < 4;
-    for (Epilogue e : epilogues) {
-      if (model_shape && e != epilogues[index % 3]) continue;
+  for (int i = 0; i < int(std::size(shapes)); ++i)
+    for (int k = 0; k < 3; ++k) {
+      if (i < 4 && k != i % 3) continue;
+      const ConvShape& s = shapes[i];
+      const Epilogue e = epilogues[k];
       check_conv<TestType, Precision::Fp32>(s.batch, s.h, s.w, s.c, s.out, e, seed);
       check_conv<TestType, Precision::Bf16>(s.batch, s.h, s.w, s.c, s.out, e, seed);
       check_conv<TestType, Precision::Int8>(s.batch, s.h, s.w, s.c, s.out, e, seed);
       seed += 5;
     }
-    ++index;
-  }
 }
 
 // ---------------------------------------------------------------- layer_norm

@@ -8,6 +8,8 @@
 #include <new>
 #include <vector>
 
+#include "lemevit/arch.hpp"
+
 namespace lemevit {
 
 struct HostKernels {
@@ -51,7 +53,7 @@ struct HostKernels {
   // Patches of a 3x3 stride-2 padding-1 convolution over NHWC maps, one row
   // per output pixel, ordered (ky, kx, channel) like the prepared weights.
   static void im2col_3x3_s2(const float* x, int batch, int h, int w, int channels, float* cols) {
-    const int oh = (h - 1) / 2 + 1, ow = (w - 1) / 2 + 1;
+    const int oh = conv_s2(h), ow = conv_s2(w);
     const std::size_t row = std::size_t(9) * channels;
     for (int b = 0; b < batch; ++b) {
       const float* xb = x + std::size_t(b) * h * w * channels;

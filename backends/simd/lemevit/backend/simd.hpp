@@ -181,21 +181,13 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   // kInPlaceChannels channels in place from a zero-bordered copy of the maps
   // (simd/conv.hpp); bf16 and int8 gather each patch row as their tile
   // conversion reads it (simd/gemm_lowp.hpp), up to one conversion chunk.
-  static constexpr bool in_place(int channels) {
-    if constexpr (P == Precision::Fp32)
-      return channels <= backend::simd::kInPlaceChannels;
-    else
-      return 9 * channels <= backend::simd::kLowpChunk;
-  }
   static constexpr std::size_t conv3x3_s2_scratch(int h, int w, int channels) {
-    const backend::simd::PaddedMap m{h, w, channels};  // the output's geometry too
-    if (!in_place(channels)) return std::size_t(m.oh) * m.ow * 9 * channels;
-    return P == Precision::Fp32 ? m.floats() : 0;
+    if (!in_place(channels)) return std::size_t(conv_s2(h)) * conv_s2(w) * 9 * channels;
+    return P == Precision::Fp32 ? backend::simd::PaddedMap{h, w, channels}.floats() : 0;
   }
   static void conv3x3_s2(const float* x, int batch, int h, int w, int channels, const LinearWeights& wt,
                          float* y, float* scratch, Epilogue e) {
-    const backend::simd::PaddedMap m{h, w, channels};
-    const int rows = batch * m.oh * m.ow;
+    const int rows = batch * conv_s2(h) * conv_s2(w);
     if (!in_place(channels)) {
       im2col_3x3_s2(x, batch, h, w, channels, scratch);
       linear(scratch, rows, 9 * channels, wt, y, wt.out, e);
@@ -238,6 +230,15 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   }
 
  private:
+  // Whether conv3x3_s2 reads its patches in place (see there) rather than
+  // writing the im2col matrix into the scratch.
+  static constexpr bool in_place(int channels) {
+    if constexpr (P == Precision::Fp32)
+      return channels <= backend::simd::kInPlaceChannels;
+    else
+      return 9 * channels <= backend::simd::kLowpChunk;
+  }
+
   template <class F>
   static void with_epilogue(Epilogue e, F&& f) {
     switch (e) {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "lemevit/arch.hpp"
 #include "lemevit/backend.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
 #include "lemevit/backend/simd/parallel.hpp"
@@ -34,7 +35,7 @@ inline constexpr int kInPlaceChannels = 63;
 // before it, and one after where the side is odd.
 struct PaddedMap {
   int h, w, c;
-  int oh = (h - 1) / 2 + 1, ow = (w - 1) / 2 + 1;
+  int oh = conv_s2(h), ow = conv_s2(w);
   int ph = 2 * oh + 1, pw = 2 * ow + 1;
   constexpr std::size_t floats() const { return std::size_t(ph) * pw * c; }
 };

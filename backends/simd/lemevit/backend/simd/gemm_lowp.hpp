@@ -39,6 +39,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "lemevit/arch.hpp"
 #include "lemevit/backend.hpp"
 #include "lemevit/host_kernels.hpp"
 #include "lemevit/backend/simd/gemm.hpp"
@@ -330,7 +331,7 @@ struct Patches3x3s2 {
   static constexpr bool gathers = true;
   const float* x;
   int h, w, c;
-  int oh = (h - 1) / 2 + 1, ow = (w - 1) / 2 + 1;
+  int oh = conv_s2(h), ow = conv_s2(w);
   const float* row(int r, float* dst) const {
     const int per_image = oh * ow, b = r / per_image;
     HostKernels::patch_3x3_s2(x + std::ptrdiff_t(b) * h * w * c, h, w, c, r % per_image / ow, r % ow, dst);
