@@ -2,6 +2,7 @@
 // gives the machine's peak in the same run.
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -423,12 +424,17 @@ void attention_shapes(benchmark::internal::Benchmark* b) {
       ->UseRealTime();
 }
 BENCHMARK_TEMPLATE(BM_AttentionKernel, K)->Name("kernel/attention")->Apply(attention_shapes);
-#if defined(LEMEVIT_BENCH_SIMD) && defined(__AVX512BF16__)
-// The bf16 and int8 precisions' attention (bf16 products, attention_bf16.hpp).
-BENCHMARK_TEMPLATE(BM_AttentionKernel,
-                   lemevit::Kernels<lemevit::backend::Simd<xsimd::default_arch, lemevit::Precision::Bf16>>)
-    ->Name("kernel/attention_bf16/avx512_bf16")
-    ->Apply(attention_shapes);
+#if defined(LEMEVIT_BENCH_SIMD)
+// The bf16 and int8 precisions' attention where the build has bf16 products
+// (attention_bf16.hpp), named by their path: avx512_bf16, neon_bfdot.
+const bool attention_bf16_registered = [] {
+  using K = lemevit::Kernels<lemevit::backend::Simd<xsimd::default_arch, lemevit::Precision::Bf16>>;
+  if constexpr (!std::is_void_v<typename K::AttentionOps>)
+    benchmark::RegisterBenchmark((std::string("kernel/attention_bf16/") + K::attention_path()).c_str(),
+                                 BM_AttentionKernel<K>)
+        ->Apply(attention_shapes);
+  return true;
+}();
 #endif
 
 }  // namespace

@@ -920,6 +920,30 @@ TEST_CASE("AVX512_BF16 attention equals its portable form bitwise", "[simd][atte
 }
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+TEST_CASE("NEON BFDOT attention agrees with its portable form to rounding", "[simd][attention][lowp]") {
+  using Arch = xsimd::default_arch;
+  namespace s = lemevit::backend::simd;
+  std::uint32_t seed = 6500;
+  for (const auto& c : bf16_attention_cases())
+    for (float magnitude : {1.0f, 4.0f}) {
+      ++seed;
+      // BFDOT rounds each pair's sum (to odd) before adding it: a few fp32
+      // ulps per score, which can move a weight p across a bf16 rounding
+      // boundary before the value product (one bf16 ulp, 2^-8 of a dominant
+      // p: seen up to 1.1e-3 of the largest output, at 784 x 784). A wrong
+      // pair, lane or key order is off by the outputs' own size.
+      require_close(bf16_attention<Arch, s::Bf16PairNeon<Arch>>(c, seed, magnitude),
+                    bf16_attention<Arch, s::Bf16PairPortable<Arch>>(c, seed, magnitude), 4e-3,
+                    "neon_bfdot " + describe(c) + " magnitude " + std::to_string(magnitude));
+    }
+  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Bf16>>::attention_path()) ==
+          "neon_bfdot");
+  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Int8>>::attention_path()) ==
+          "neon_bfdot");
+}
+#endif
+
 // ---------------------------------------------------------------- allocation
 
 TEMPLATE_TEST_CASE("kernels do not allocate", "[simd][allocation]", LEMEVIT_TEST_ARCHS) {

@@ -19,9 +19,9 @@ using Int8 = backend::Simd<xsimd::default_arch, Precision::Int8>;
 template <class Net>
 void within(const std::string& name, double bound) {
   const double err = test_support::golden_error<Net>(name);
-  std::printf("%-14s %s (%s): relative logit error %.2e (bound %.0e)\n", name.c_str(),
-              precision_name(Kernels<typename Net::Backend>::precision),
-              Kernels<typename Net::Backend>::gemm_path(), err, bound);
+  using K = Kernels<typename Net::Backend>;
+  std::printf("%-14s %s (%s, attention %s): relative logit error %.2e (bound %.0e)\n", name.c_str(),
+              precision_name(K::precision), K::gemm_path(), K::attention_path(), err, bound);
   INFO(name << ": relative error " << err);
   CHECK(err < bound);
 }

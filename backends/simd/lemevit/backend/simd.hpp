@@ -144,7 +144,8 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   // The CPU feature the products need beyond the instruction set (nullptr: none).
   static constexpr const char* gemm_feature() { return Gemm::feature; }
 
-  // Attention's products: "avx512_bf16" (bf16 pairs, attention_bf16.hpp) or "fp32".
+  // Attention's products: "avx512_bf16" or "neon_bfdot" (bf16 pairs,
+  // attention_bf16.hpp), or "fp32".
   static constexpr const char* attention_path() {
     if constexpr (std::is_void_v<AttentionOps>)
       return "fp32";

@@ -1,7 +1,7 @@
 #pragma once
 // Attention with its two products in bf16: the attention of the bf16 and int8
-// precisions where the CPU has a bf16 dot product (AVX512_BF16; elsewhere
-// they keep attention.hpp's fp32 products). The blocked online softmax of
+// precisions where the CPU has a bf16 dot product (AVX512_BF16, ARM's
+// FEAT_BF16; elsewhere they keep attention.hpp's fp32 products). The blocked online softmax of
 // attention.hpp, still fp32 but in base 2 (the scores come scaled by
 // scale log2(e), p = 2^(t - m) by softmax_exp2: 2.4e-7 relative, six
 // operations fewer than exp; 7-11% off the 196 x 196 attention), with
@@ -22,7 +22,8 @@
 //   V    vt[i][d] = (v[2i][d], v[2i+1][d])   per key block, shared likewise
 // A pair operation set (Ops) does the arithmetic: Bf16PairAvx512 with
 // VDPBF16PS, Bf16PairPortable with the same sums in fp32 FMAs (a bf16
-// product is exact in fp32), which tests/kernels_test.cpp holds it to bitwise.
+// product is exact in fp32), which tests/kernels_test.cpp holds it to
+// bitwise; Bf16PairNeon with BFDOT, held to it within rounding.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +35,8 @@
 
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+#include <arm_neon.h>
 #endif
 
 LEMEVIT_SIMD_DIAGNOSTICS_BEGIN
@@ -106,12 +109,46 @@ struct Bf16PairAvx512 {
 };
 #endif
 
+#if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+// ARMv8.6 / FEAT_BF16: BFDOT sums each lane's pair of products as VDPBF16PS
+// does, but rounds that pair's sum itself (round to odd) and flushes
+// denormals, so it agrees with Bf16PairPortable to rounding, not bitwise. The
+// kernel's broadcast form is BFDOT's (BFMMLA wants 2 x 2 blocks of rows and
+// columns, which the online softmax's one-query-per-lane layout does not give).
+template <class Arch>
+struct Bf16PairNeon {
+  static_assert(kLanes<Arch> == 4, "a NEON kernel");
+  static constexpr const char* path = "neon_bfdot";
+  static constexpr const char* feature = "bf16";
+  using Acc = float32x4_t;
+  using Pair = bfloat16x8_t;
+  static Acc zero() { return vdupq_n_f32(0.0f); }
+  static Pair load(const std::uint32_t* p) { return vreinterpretq_bf16_u32(vld1q_u32(p)); }
+  static Pair broadcast(std::uint32_t w) { return vreinterpretq_bf16_u32(vdupq_n_u32(w)); }
+  static Acc dot(Acc acc, Pair x, Pair w) { return vbfdotq_f32(acc, x, w); }
+  // n is a multiple of 4 here (Bf16AttentionPlan); BFCVTN rounds to nearest
+  // even, as to_bf16 does.
+  static void round_row(const float* x, int n, std::uint32_t* dst) {
+    for (int i = 0; i < n; i += 4)
+      vst1_u16(reinterpret_cast<std::uint16_t*>(dst + i / 2), vreinterpret_u16_bf16(vcvt_bf16_f32(vld1q_f32(x + i))));
+  }
+  // dst[lane] = (lo[lane], hi[lane]): the two conversions' halves zipped.
+  static void pack(const Batch<Arch>& lo, const Batch<Arch>& hi, std::uint32_t* dst) {
+    const uint16x8_t l = vreinterpretq_u16_bf16(vcvtq_low_bf16_f32(lo));
+    const uint16x8_t h = vreinterpretq_u16_bf16(vcvtq_low_bf16_f32(hi));
+    vst1q_u16(reinterpret_cast<std::uint16_t*>(dst), vzip1q_u16(l, h));
+  }
+};
+#endif
+
 // The pair operations attention uses in a lowp precision on `Arch`: void
 // where there is no bf16 dot product (fp32 products there).
 template <class Arch>
 struct Bf16AttentionOps {
 #if defined(__AVX512BF16__)
   using type = std::conditional_t<kLanes<Arch> == 16, Bf16PairAvx512<Arch>, void>;
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
+  using type = std::conditional_t<kLanes<Arch> == 4, Bf16PairNeon<Arch>, void>;
 #else
   using type = void;
 #endif
