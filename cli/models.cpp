@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <filesystem>
+#include <iostream>
 
 namespace cli {
 
@@ -47,12 +48,16 @@ std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::
                            ": the CUDA backend runs fp32 only; use --device cpu");
     return load_cuda_model(path, options);
   }
+  std::unique_ptr<lemevit::AnyModel> model;
   switch (precision) {
-    case Precision::Bf16: return load_cpu_model<Precision::Bf16>(path, options);
-    case Precision::Int8: return load_cpu_model<Precision::Int8>(path, options);
-    case Precision::Fp32: break;
+    case Precision::Bf16: model = load_cpu_model<Precision::Bf16>(path, options); break;
+    case Precision::Int8: model = load_cpu_model<Precision::Int8>(path, options); break;
+    case Precision::Fp32: model = load_cpu_model<Precision::Fp32>(path, options); break;
   }
-  return load_cpu_model<Precision::Fp32>(path, options);
+  // Asked for speed, a portable low precision gives the opposite: say so.
+  if (const std::string note = lemevit::portable_precision_note(precision, model->gemm_path()); !note.empty())
+    std::cerr << "warning: --precision " << note << "\n";
+  return model;
 }
 
 }  // namespace cli

@@ -297,6 +297,22 @@ TEST_CASE("a file of another architecture is refused with the differences", "[mo
 }
 
 #if !defined(LEMEVIT_NO_SIMD)
+TEST_CASE("a low precision on portable loops comes with a note saying it is slower", "[model][cpu]") {
+  CHECK(portable_precision_note(Precision::Fp32, "fallback").empty());
+  CHECK(portable_precision_note(Precision::Bf16, "avx512_bf16").empty());
+  CHECK(portable_precision_note(Precision::Int8, "neon_i8mm").empty());
+  for (const Precision p : {Precision::Bf16, Precision::Int8}) {
+    const std::string note = portable_precision_note(p, "fallback");
+    CHECK_THAT(note, Catch::StartsWith(precision_name(p)) && Catch::Contains("slower than fp32") &&
+                         Catch::Contains("-Dcpu=native") && Catch::Contains("run in fp32"));
+  }
+#if defined(__AVX2__) && defined(__FMA__)
+  // The AVX2 backend has no bf16 instructions: its bf16 is the portable one.
+  using Avx2Bf16 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Bf16>>;
+  CHECK(!portable_precision_note(Precision::Bf16, Avx2Bf16::gemm_path()).empty());
+#endif
+}
+
 TEST_CASE("a model built for a CPU feature the CPU lacks is refused at load, naming it", "[model][cpu]") {
   // LEMEVIT_CPU_HIDE makes a feature look absent (it cannot add one).
   struct Hide {

@@ -30,8 +30,9 @@ class AnyModel {
   // that do not say).
   virtual const char* precision() const = 0;
   virtual const char* gemm_path() const = 0;
-  // Where attention's two products run: "fp32", or "avx512_bf16" for the
-  // bf16/int8 precisions on AVX512_BF16 ("unspecified" as above).
+  // Where attention's two products run: "fp32", or "avx512_bf16" /
+  // "neon_bfdot" for the bf16/int8 precisions on AVX512_BF16 / ARM's
+  // FEAT_BF16 ("unspecified" as above).
   virtual const char* attention_path() const = 0;
   virtual DcaScale dca_scale() const = 0;
   virtual int height() const = 0;

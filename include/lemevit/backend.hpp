@@ -29,6 +29,8 @@
 //        backend sees fit (otherwise the layer writes them out with
 //        im2col_3x3_s2, then calls linear)
 #include <cstddef>
+#include <string>
+#include <string_view>
 
 namespace lemevit {
 
@@ -71,6 +73,22 @@ enum class Precision {
 
 constexpr const char* precision_name(Precision p) {
   return p == Precision::Fp32 ? "fp32" : p == Precision::Bf16 ? "bf16" : "int8";
+}
+
+// A bf16 or int8 build without that precision's instructions for its target
+// (gemm path "fallback") runs the products on portable loops: the same
+// numbers, but slower than fp32. The note to show a user then; "" otherwise.
+inline std::string portable_precision_note(Precision p, std::string_view gemm_path) {
+  if (p == Precision::Fp32 || gemm_path != "fallback") return {};
+  const bool bf16 = p == Precision::Bf16;
+  return std::string(precision_name(p)) +
+         " runs on portable loops in this build (no " +
+         (bf16 ? "bf16 dot product: AVX512_BF16, or ARM's FEAT_BF16"
+               : "int8 dot product: AVX512_VNNI, AVX-VNNI, or ARM's dot product") +
+         ", for its target): the same numbers, but slower than fp32 (its products took " +
+         (bf16 ? "3x" : "7-8x") +
+         " fp32's time on an AVX-512 machine). For speed, build for a CPU that has it (-Dcpu=native, "
+         "-march=native), or run in fp32";
 }
 
 namespace backend {

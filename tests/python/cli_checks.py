@@ -403,6 +403,8 @@ class Cli(unittest.TestCase):
             result = json.loads(p.stdout[p.stdout.index("{"):])
             self.assertEqual(result["precision"], precision)
             self.assertIn(result["path"], (fast, "fallback"))
+            # A portable low precision runs slower than fp32: the tool warns then, and only then.
+            self.assertEqual("slower than fp32" in p.stderr, result["path"] == "fallback", p.stderr)
             self.assertIn("%s (%s" % (precision, result["path"]), p.stdout)
             if result["attention_path"] not in ("fp32", result["path"]):
                 self.assertIn("%s (%s, attention %s)" % (precision, result["path"], result["attention_path"]), p.stdout)
