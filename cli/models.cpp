@@ -56,7 +56,7 @@ std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::
   }
   // Asked for speed, a portable low precision gives the opposite: say so.
   if (const std::string note = lemevit::portable_precision_note(precision, model->gemm_path()); !note.empty())
-    std::cerr << "warning: --precision " << note << "\n";
+    std::cerr << "warning: " << note << "\n";
   return model;
 }
 
