@@ -810,9 +810,10 @@ def make_metadata(arch, dca_scale, source):
 
 _OUT_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
-# --dtype int8: the Linear layers' weights (every 2-D .weight) stored as int8
-# per output channel, symmetric, with their scales in "<name>_scale" (F32, one
-# per row); everything else f32. The arithmetic is exactly the library's
+# --dtype int8: the Linear layers' weights (every 2-D .weight but the
+# classifier's head.weight, which the library runs in fp32 in every precision)
+# stored as int8 per output channel, symmetric, with their scales in
+# "<name>_scale" (F32, one per row); everything else f32. The arithmetic is exactly the library's
 # load-time quantisation (PackedInt8Linear::pack), all in float32:
 #   s = max|w| / 127 (1 for an all-zero row), q = clamp(nearbyint(w / s), -127, 127)
 # so an int8 model loads the same numbers from either file, and fp32/bf16
@@ -837,7 +838,7 @@ def dequantize_state_dict(sd, path):
 
 
 def is_int8_weight(key, t):
-    return key.endswith(".weight") and t.dim() == 2 and t.is_floating_point()
+    return key.endswith(".weight") and key != "head.weight" and t.dim() == 2 and t.is_floating_point()
 
 
 def quantize_int8(w):

@@ -63,8 +63,9 @@ enum class DcaScale {
 
 // Arithmetic of the matrix products (Linear layers) of a backend that offers
 // a choice (backend::Simd), and of attention's two products where the CPU
-// has a bf16 dot product; LayerNorm, softmax, GELU, residuals and the pooled
-// head's BatchNorm stay fp32 in every precision.
+// has a bf16 dot product; LayerNorm, softmax, GELU, residuals, the stem's
+// first convolution and the head (its BatchNorm and classifier) stay fp32 in
+// every precision.
 enum class Precision {
   Fp32,
   Bf16,  // weights and activations rounded to bf16, fp32 accumulation

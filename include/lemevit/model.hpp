@@ -222,7 +222,9 @@ class Model {
   Stages stages_;
   typename Kernels<B>::Params norm_scale_, norm_shift_;  // final BatchNorm, folded
   layers::TorchNorm<B, last_dim> norm_c_;
-  layers::Linear<B, last_dim, classes> head_;
+  // The classifier stays fp32 in a bf16 or int8 model (README, "Precision"):
+  // its outputs are the logits, so rounding its operands shows there in full.
+  layers::Linear<typename Fp32Of<B>::type, last_dim, classes> head_;
 
   Model() = default;
 
