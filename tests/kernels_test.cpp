@@ -902,45 +902,46 @@ TEMPLATE_TEST_CASE("bf16-product attention stays within bf16 rounding of the ref
   }
 }
 
-#if defined(__AVX512BF16__)
-TEST_CASE("AVX512_BF16 attention equals its portable form bitwise", "[simd][attention][lowp]") {
+#if defined(__AVX512BF16__) || (defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC))
+// The instruction set's pair operations (Ops) and the portable ones on every
+// bf16 attention case: check(fast, portable, what) compares the outputs. Then
+// that Ops is what the bf16 and int8 models run.
+template <class Ops, class Check>
+void against_portable_pairs(std::uint32_t seed, Check&& check) {
   using Arch = xsimd::default_arch;
-  namespace s = lemevit::backend::simd;
-  std::uint32_t seed = 6000;
+  using Portable = lemevit::backend::simd::Bf16PairPortable<Arch>;
   for (const auto& c : bf16_attention_cases())
     for (float magnitude : {1.0f, 4.0f}) {
-      INFO(describe(c) << " magnitude " << magnitude);
       ++seed;
-      REQUIRE(same_bits(bf16_attention<Arch, s::Bf16PairAvx512<Arch>>(c, seed, magnitude),
-                        bf16_attention<Arch, s::Bf16PairPortable<Arch>>(c, seed, magnitude)));
+      check(bf16_attention<Arch, Ops>(c, seed, magnitude), bf16_attention<Arch, Portable>(c, seed, magnitude),
+            std::string(Ops::path) + " " + describe(c) + " magnitude " + std::to_string(magnitude));
     }
-  // What the bf16 and int8 models run.
-  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Int8>>::attention_path()) ==
-          "avx512_bf16");
+  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Bf16>>::attention_path()) == Ops::path);
+  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Int8>>::attention_path()) == Ops::path);
+}
+#endif
+
+#if defined(__AVX512BF16__)
+TEST_CASE("AVX512_BF16 attention equals its portable form bitwise", "[simd][attention][lowp]") {
+  against_portable_pairs<lemevit::backend::simd::Bf16PairAvx512<xsimd::default_arch>>(
+      6000, [](const std::vector<float>& fast, const std::vector<float>& portable, const std::string& what) {
+        INFO(what);
+        REQUIRE(same_bits(fast, portable));
+      });
 }
 #endif
 
 #if defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
 TEST_CASE("NEON BFDOT attention agrees with its portable form to rounding", "[simd][attention][lowp]") {
-  using Arch = xsimd::default_arch;
-  namespace s = lemevit::backend::simd;
-  std::uint32_t seed = 6500;
-  for (const auto& c : bf16_attention_cases())
-    for (float magnitude : {1.0f, 4.0f}) {
-      ++seed;
-      // BFDOT rounds each pair's sum (to odd) before adding it: a few fp32
-      // ulps per score, which can move a weight p across a bf16 rounding
-      // boundary before the value product (one bf16 ulp, 2^-8 of a dominant
-      // p: seen up to 1.1e-3 of the largest output, at 784 x 784). A wrong
-      // pair, lane or key order is off by the outputs' own size.
-      require_close(bf16_attention<Arch, s::Bf16PairNeon<Arch>>(c, seed, magnitude),
-                    bf16_attention<Arch, s::Bf16PairPortable<Arch>>(c, seed, magnitude), 4e-3,
-                    "neon_bfdot " + describe(c) + " magnitude " + std::to_string(magnitude));
-    }
-  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Bf16>>::attention_path()) ==
-          "neon_bfdot");
-  REQUIRE(std::string(Kernels<lemevit::backend::Simd<Arch, lemevit::Precision::Int8>>::attention_path()) ==
-          "neon_bfdot");
+  // BFDOT rounds each pair's sum (to odd) before adding it: a few fp32 ulps
+  // per score, which can move a weight p across a bf16 rounding boundary
+  // before the value product (one bf16 ulp, 2^-8 of a dominant p: seen up to
+  // 1.1e-3 of the largest output, at 784 x 784). A wrong pair, lane or key
+  // order is off by the outputs' own size.
+  against_portable_pairs<lemevit::backend::simd::Bf16PairNeon<xsimd::default_arch>>(
+      6500, [](const std::vector<float>& fast, const std::vector<float>& portable, const std::string& what) {
+        require_close(fast, portable, 4e-3, what);
+      });
 }
 #endif
 

@@ -813,8 +813,9 @@ _OUT_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat1
 # --dtype int8: the Linear layers' weights (every 2-D .weight but the
 # classifier's head.weight, which the library runs in fp32 in every precision)
 # stored as int8 per output channel, symmetric, with their scales in
-# "<name>_scale" (F32, one per row); everything else f32. The arithmetic is exactly the library's
-# load-time quantisation (PackedInt8Linear::pack), all in float32:
+# "<name>_scale" (F32, one per row); everything else f32. The arithmetic is
+# exactly the library's load-time quantisation (PackedInt8Linear::pack), all
+# in float32:
 #   s = max|w| / 127 (1 for an all-zero row), q = clamp(nearbyint(w / s), -127, 127)
 # so an int8 model loads the same numbers from either file, and fp32/bf16
 # models run on the dequantised weights q * s.
