@@ -454,20 +454,19 @@ class Cli(unittest.TestCase):
         # (q * s, written back to f32 by the converter).
         src = os.path.join(FIXTURES, "tiny_224.safetensors")
         q8, deq = os.path.join(WORK, "tiny.int8.safetensors"), os.path.join(WORK, "tiny.deq.safetensors")
-        convert = os.path.join(TOOLS, "convert.py")
-        subprocess.run([sys.executable, convert, src, "-o", q8, "--dtype", "int8"], check=True, capture_output=True)
-        subprocess.run([sys.executable, convert, q8, "-o", deq, "--dtype", "f32"], check=True, capture_output=True)
+        convert_py = os.path.join(TOOLS, "convert.py")
+        subprocess.run([sys.executable, convert_py, src, "-o", q8, "--dtype", "int8"], check=True, capture_output=True)
+        subprocess.run([sys.executable, convert_py, q8, "-o", deq, "--dtype", "f32"], check=True, capture_output=True)
         ratio = os.path.getsize(src) / os.path.getsize(q8)
         print("\nint8 file: %.2fx smaller than f32" % ratio, file=sys.stderr)
         # Every Linear weight int8 with its scales but the classifier's, which
         # runs in fp32 in every precision; convolutions and norms stay f32.
-        with open(q8, "rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-        self.assertEqual(header["head.weight"]["dtype"], "F32")
-        for k, v in header.items():
-            if k.endswith(".weight") and len(v["shape"]) == 2 and k != "head.weight":
-                self.assertEqual((v["dtype"], header[k + "_scale"]["shape"]), ("I8", [v["shape"][0]]), k)
-        self.assertGreater(ratio, 2.6)  # 1000 classes: the f32 head is 1.3 of tiny's 34.6 MB
+        stored, _ = convert.read_safetensors(q8)  # as stored: int8 stays int8
+        self.assertEqual(stored["head.weight"].dtype, torch.float32)
+        for k, t in stored.items():
+            if k.endswith(".weight") and t.dim() == 2 and k != "head.weight":
+                self.assertEqual((t.dtype, list(stored[k + "_scale"].shape)), (torch.int8, [t.shape[0]]), k)
+        self.assertGreater(ratio, 2.6)  # 1000 classes: the f32 head is 1.3 MB of the 34.6
         x = os.path.join(FIXTURES, "tiny_224.input.npy")
 
         def logits(weights, precision):
