@@ -246,11 +246,13 @@ def main():
                             ort8_err = ort_error(onnx8)
                         except (ValueError, subprocess.CalledProcessError) as e:
                             print("%s: ONNX Runtime int8 left out: %s" % (name, e), flush=True)
+                        # Timed all the same: a deployer would meet that speed with those answers
+                        # (seen: ORT's AVX2 kernel without VNNI, whose VPMADDUBSW pair sums saturate).
                         if ort8_err is not None and ort8_err > LOWP_BOUNDS["int8"]:
                             print("%s: ONNX Runtime int8 logits differ from PyTorch's fp32 by %.1e (bound %.0e): "
-                                  "not timed" % (name, ort8_err, LOWP_BOUNDS["int8"]), flush=True)
+                                  "timed, marked *" % (name, ort8_err, LOWP_BOUNDS["int8"]), flush=True)
                 torch_runs, ort_runs, ort8_runs, ours_runs, peaks, reads = [], [], [], [], [], []
-                time_ort8 = ort8_err is not None and ort8_err <= LOWP_BOUNDS["int8"]
+                time_ort8 = ort8_err is not None
                 lowp_runs = {p: [] for p in lowp}
                 for _ in range(args.rounds):
                     torch_runs.append(torch_ms(model, batch, args.iterations) / batch)
@@ -302,11 +304,12 @@ def main():
                         "", batch, p, row[p + "_path"], p_ms, row[p + "_speedup"], lowp_err[p])
                     if p == "int8" and ort8_err is not None:
                         row["ort_int8_rel_error"] = ort8_err
-                    if p == "int8" and ort8_runs:  # timed only within the bound
+                    if p == "int8" and ort8_runs:
                         o8 = statistics.median(ort8_runs)
                         row.update(ort_int8_ms=o8, int8_vs_ort_int8=o8 / p_ms)
                         row["rounds"]["ort_int8_ms"] = ort8_runs
-                        line += "  (ORT int8 %8.2f ms/img, rel err %.1e: %5.2fx)" % (o8, ort8_err, o8 / p_ms)
+                        line += "  (ORT int8 %8.2f ms/img, rel err %.1e%s: %5.2fx)" % (
+                            o8, ort8_err, " *" if ort8_err > LOWP_BOUNDS["int8"] else "", o8 / p_ms)
                 rows.append(row)
                 print(line, flush=True)
     machine = "%s, %d thread(s), %s" % (platform.processor() or platform.machine(), args.threads,
@@ -350,7 +353,9 @@ def main():
             if ort8:
                 f.write("ORT int8: the exported graph's weight MatMuls quantised as ORT's quantize_dynamic does "
                         "(bench/ort_quantize.py: int8 weights per output channel, uint8 activations per tensor; "
-                        "attention, convolutions and head fp32).\n\n")
+                        "attention, convolutions and head fp32). * marks an ORT int8 whose logits are further "
+                        "from PyTorch's than the int8 bound (%.0e): timed, but not the same answers.\n\n"
+                        % LOWP_BOUNDS["int8"])
             f.write("| model | batch | %sfp32 ms/img |%s%s read GB/s |\n|---|---|%s---|%s%s---|\n" % (
                 "ORT fp32 ms/img | " if node else "",
                 "".join(" %s ms/img | %s vs fp32 | %s rel. error |" % (p, p, p) for p in lowp),
@@ -361,7 +366,8 @@ def main():
                 if ort8:
                     ort8_cells = " %s | %s | %s |" % (
                         "%.2f" % r["ort_int8_ms"] if "ort_int8_ms" in r else "-",
-                        "%.1e" % r["ort_int8_rel_error"] if "ort_int8_rel_error" in r else "-",
+                        "%.1e%s" % (r["ort_int8_rel_error"], " *" if r["ort_int8_rel_error"] > LOWP_BOUNDS["int8"]
+                                    else "") if "ort_int8_rel_error" in r else "-",
                         "%.2fx" % r["int8_vs_ort_int8"] if "int8_vs_ort_int8" in r else "-")
                 f.write("| %s | %d | %s%.2f |%s%s %.0f |\n" % (
                     r["variant"], r["batch"], "%.2f | " % r["ort_ms"] if node else "", r["lemevit_ms"],

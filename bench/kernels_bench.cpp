@@ -264,9 +264,14 @@ const bool lowp_registered = [] {
   register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");
 #endif
   register_lowp<s::Int8Generic_4x32<A>>("kernel/linear_int8/generic_4x32");
+#if defined(__AVX2__)
+  // The int8 paths of AVX2 builds (AVX-VNNI where the CPU has it, else
+  // VPMADDUBSW), beside the AVX2 fp32 kernel at the same shapes.
+  using Avx2 = xsimd::fma3<xsimd::avx2>;
 #if defined(__AVXVNNI__)
-  using Avx2 = xsimd::fma3<xsimd::avx2>;  // AVX-VNNI is the int8 path of AVX2 builds
   register_lowp<s::Int8AvxVnni_6x32<Avx2>, Avx2>("kernel/linear_int8/avx_vnni_6x32");
+#endif
+  register_lowp<s::Int8Avx2Maddubs_4x32<Avx2>, Avx2>("kernel/linear_int8/avx2_maddubs_4x32");
   benchmark::RegisterBenchmark("kernel/linear_fp32/avx2", BM_Linear<lemevit::Kernels<lemevit::backend::Simd<Avx2>>>)
       ->Apply(lowp_shapes);
 #endif

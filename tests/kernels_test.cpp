@@ -517,11 +517,14 @@ int compare_lowp_kernels(const std::vector<float>& x, const LinearShape& sh, con
 #if defined(__AVX512VNNI__)
   same_as(lowp_gelu_linear<s::Int8Vnni512_12x32<Arch>>(x, sh, w, b), int8, "avx512_vnni");
 #endif
-#if defined(__AVXVNNI__)
-  {  // an AVX2 kernel: against the generic one with AVX2's epilogue
+#if defined(__AVX2__)
+  {  // the AVX2 kernels: against the generic one with AVX2's epilogue
     using Avx2 = xsimd::fma3<xsimd::avx2>;
-    same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b),
-            lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx_vnni");
+    const auto generic = lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b);
+    same_as(lowp_gelu_linear<s::Int8Avx2Maddubs_4x32<Avx2>, Avx2>(x, sh, w, b), generic, "avx2_maddubs");
+#if defined(__AVXVNNI__)
+    same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b), generic, "avx_vnni");
+#endif
   }
 #endif
 #if defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)

@@ -335,8 +335,7 @@ TEST_CASE("a model built for a CPU feature the CPU lacks is refused at load, nam
   if (const char* f = Kernels<Bf16::Backend>::gemm_feature()) refused([&] { return Bf16::load(path); }, f, lowp_remedy);
   if (const char* f = Kernels<Int8::Backend>::gemm_feature()) refused([&] { return Int8::load(path); }, f, lowp_remedy);
   // int8's attention takes bf16 products where the build has them.
-  using Int8Attention = typename Kernels<Int8::Backend>::AttentionOps;
-  if constexpr (!std::is_void_v<Int8Attention>) refused([&] { return Int8::load(path); }, Int8Attention::feature, lowp_remedy);
+  if (const char* f = Kernels<Int8::Backend>::attention_feature()) refused([&] { return Int8::load(path); }, f, lowp_remedy);
   if (std::string(xsimd::default_arch::name()) == "avx512bw") {
     refused([&] { return Small::load(path); }, "avx512bw", isa_remedy);
     refused([&] { return Small::random(1); }, "avx512f", isa_remedy);

@@ -85,7 +85,7 @@ inline std::string portable_precision_note(Precision p, std::string_view gemm_pa
   return std::string(precision_name(p)) +
          " runs on portable loops in this build (no " +
          (bf16 ? "bf16 dot product: AVX512_BF16, or ARM's FEAT_BF16"
-               : "int8 dot product: AVX512_VNNI, AVX-VNNI, or ARM's dot product") +
+               : "int8 kernel: AVX512_VNNI, AVX-VNNI, AVX2, or ARM's dot product") +
          ", for its target): the same numbers, but slower than fp32 (its products took " +
          (bf16 ? "3x" : "7-8x") +
          " fp32's time on an AVX-512 machine). For speed, build for a CPU that has it (-Dcpu=native, "

@@ -81,9 +81,12 @@ struct GemmKernel<Arch, Precision::Bf16> {
 };
 template <class Arch>
 struct GemmKernel<Arch, Precision::Int8> {
-  // AVX-VNNI serves the AVX2 arches, also in a build that targets AVX-512 VNNI.
+  // AVX-VNNI, else VPMADDUBSW, serves the AVX2 arches, also in a build that
+  // targets AVX-512 VNNI.
 #if defined(__AVXVNNI__)
   using X86 = std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8AvxVnni_6x32<Arch>, Int8Generic_4x32<Arch>>;
+#elif defined(__AVX2__)
+  using X86 = std::conditional_t<std::is_base_of_v<xsimd::avx2, Arch>, Int8Avx2Maddubs_4x32<Arch>, Int8Generic_4x32<Arch>>;
 #else
   using X86 = Int8Generic_4x32<Arch>;
 #endif
@@ -115,7 +118,7 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   using LinearWeights = typename Gemm::Weights;
 
   // The instruction set the products run on: "avx512", "avx2", ... for fp32;
-  // "avx512_bf16", "avx512_vnni", "avx_vnni", "neon_bfmmla", "neon_i8mm",
+  // "avx512_bf16", "avx512_vnni", "avx_vnni", "avx2_maddubs", "neon_bfmmla", "neon_i8mm",
   // "neon_dotprod" or "fallback"
   // (portable loops) otherwise.
   static constexpr const char* gemm_path() { return Gemm::path; }
@@ -138,11 +141,18 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
     else if constexpr (std::is_base_of_v<x::avx2, Arch>)
       cpu::require({"avx2"}, built_for, rebuild);
     if constexpr (Gemm::feature != nullptr) cpu::require({Gemm::feature}, built_for, rebuild_or_fp32);
-    if constexpr (!std::is_void_v<AttentionOps>) cpu::require({AttentionOps::feature}, built_for, rebuild_or_fp32);
+    if constexpr (attention_feature() != nullptr) cpu::require({attention_feature()}, built_for, rebuild_or_fp32);
   }
 
   // The CPU feature the products need beyond the instruction set (nullptr: none).
   static constexpr const char* gemm_feature() { return Gemm::feature; }
+  // The same for attention's products.
+  static constexpr const char* attention_feature() {
+    if constexpr (std::is_void_v<AttentionOps>)
+      return nullptr;
+    else
+      return AttentionOps::feature;
+  }
 
   // Attention's products: "avx512_bf16" or "neon_bfdot" (bf16 pairs,
   // attention_bf16.hpp), or "fp32".

@@ -6,6 +6,8 @@
 //   Int8AvxVnni_6x32   AVX-VNNI (the VEX VPDPBUSD of AVX2-only CPUs: Alder Lake
 //                      and later, Zen 5 client): 6 rows x 4 vectors of 8 lanes,
 //                      summed in two halves of 16 columns (16 registers)
+//   Int8Avx2Maddubs_4x32  AVX2 without VNNI: VPMADDUBSW + VPMADDWD, exact
+//                      through a sign trick (see there), 4 rows x 4 vectors
 //   Int8NeonMmla_4x32  ARMv8.6 / FEAT_I8MM (USMMLA, e.g. Neoverse V1/V2/N2,
 //                      Graviton 3/4, Cortex-X2/A710 and later): uint8 x int8,
 //                      2 x 8 by 8 x 2 per instruction, twice SDOT's products
@@ -194,15 +196,16 @@ struct Int8Vnni512_12x32 {
 };
 #endif
 
-#if defined(__AVXVNNI__)
-template <class Arch>
-struct Int8AvxVnni_6x32 {
+#if defined(__AVX2__)
+// What the 256-bit kernels share: the rows' quantisation, stored as
+// q_x - Offset (Elem: uint8 for Offset 0, int8 for 128), in k-groups of 4,
+// and the epilogue, which takes the offset back out exactly:
+// acc - (z - Offset) sum_k q_w = sum_k (q_x - z) q_w.
+template <class Arch, class E, int Offset>
+struct Int8Avx2Common {
   static_assert(kLanes<Arch> == 8, "an AVX2 kernel");
   using Weights = PackedInt8Linear<4>;
-  using Elem = std::uint8_t;
-  static constexpr int rows = 6;
-  static constexpr const char* path = "avx_vnni";
-  static constexpr const char* feature = "avx_vnni";
+  using Elem = E;
   using RowParams = RowQuant;
 
   // MINPS/MAXPS return their second operand for a NaN: the accumulator.
@@ -223,11 +226,12 @@ struct Int8AvxVnni_6x32 {
   }
 
   // quantise(), 32 values at a time (two saturating packs and a lane shuffle),
-  // then 8.
+  // then 8; q - 128 is q with its top bit flipped.
   static void convert(const float* x, int n, const RowQuant& q, Elem* dst) {
     const __m256 inv = _mm256_set1_ps(q.inv), zero = _mm256_set1_ps(float(q.zero));
     const __m256 floor = _mm256_setzero_ps(), ceil = _mm256_set1_ps(255.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i flip = _mm256_set1_epi8(Offset ? char(0x80) : 0);
     auto eight = [&](const float* p) {
       __m256 t = _mm256_add_ps(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(p), inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zero);
       t = _mm256_min_ps(_mm256_max_ps(t, floor), ceil);  // max_ps(NaN, 0) = 0
@@ -237,15 +241,17 @@ struct Int8AvxVnni_6x32 {
     for (; i + 32 <= n; i += 32) {
       const __m256i ab = _mm256_packus_epi32(eight(x + i), eight(x + i + 8));
       const __m256i cd = _mm256_packus_epi32(eight(x + i + 16), eight(x + i + 24));
-      const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+      __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), order);
+      if constexpr (Offset != 0) bytes = _mm256_xor_si256(bytes, flip);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), bytes);
     }
     for (; i + 8 <= n; i += 8) {
       const __m256i t = eight(x + i);
       const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + i), _mm_packus_epi16(words, words));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + i),
+                       _mm_xor_si128(_mm_packus_epi16(words, words), _mm256_castsi256_si128(flip)));
     }
-    for (; i < n; ++i) dst[i] = quantise(x[i], q);
+    for (; i < n; ++i) dst[i] = Elem(int(quantise(x[i], q)) - Offset);
     for (; i % Weights::group; ++i) dst[i] = 0;
   }
 
@@ -258,34 +264,12 @@ struct Int8AvxVnni_6x32 {
     static_for<M>([&](auto r) { static_for<4>([&](auto j) { acc.v[r][j] = _mm256_setzero_si256(); }); });
   }
 
-  // The sums run in locals (see Bf16Avx512_12x32::accumulate).
-  template <int M>
-  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
-    for (int half = 0; half < 2; ++half) {
-      __m256i v[M][2];
-      static_for<M>([&](auto r) { v[r][0] = acc.v[r][2 * half], v[r][1] = acc.v[r][2 * half + 1]; });
-      const std::int8_t* bh = b + half * 64;
-      for (int g = 0; g < groups; ++g, bh += 4 * kLowpCols) {
-        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bh));
-        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bh + 32));
-        static_for<M>([&](auto r) {
-          std::int32_t quad;
-          std::memcpy(&quad, a + std::ptrdiff_t(r) * lda + 4 * g, sizeof quad);
-          const __m256i x = _mm256_set1_epi32(quad);
-          v[r][0] = _mm256_dpbusd_avx_epi32(v[r][0], x, b0);
-          v[r][1] = _mm256_dpbusd_avx_epi32(v[r][1], x, b1);
-        });
-      }
-      static_for<M>([&](auto r) { acc.v[r][2 * half] = v[r][0], acc.v[r][2 * half + 1] = v[r][1]; });
-    }
-  }
-
   template <int M, class Epi>
   static void finish(const Acc<M>& acc, const RowQuant* q, const Weights& w, int panel, const Epi& epi) {
     const std::int32_t* sums = w.column_sum.data() + std::ptrdiff_t(panel) * kLowpCols;
     const float* scales = w.scale.data() + std::ptrdiff_t(panel) * kLowpCols;
     static_for<M>([&](auto r) {
-      const __m256i z = _mm256_set1_epi32(q[r].zero);
+      const __m256i z = _mm256_set1_epi32(q[r].zero - Offset);
       const __m256 s = _mm256_set1_ps(q[r].scale);
       static_for<4>([&](auto v) {
         const __m256i sum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 8 * v));
@@ -297,6 +281,79 @@ struct Int8AvxVnni_6x32 {
         epi(int(r), int(v), Batch<Arch>(y));
       });
     });
+  }
+
+  // The tile's loop, in two halves of 16 columns (AVX2 has 16 vector
+  // registers): D::prepare(x) once per row and k-group (x: the group's four
+  // values in every lane), D::dot(acc, prepared, w) per panel vector. The
+  // sums run in locals (see Bf16Avx512_12x32::accumulate).
+  template <class D, int M>
+  static void accumulate_with(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+    for (int half = 0; half < 2; ++half) {
+      __m256i v[M][2];
+      static_for<M>([&](auto r) { v[r][0] = acc.v[r][2 * half], v[r][1] = acc.v[r][2 * half + 1]; });
+      const std::int8_t* bh = b + half * 64;
+      for (int g = 0; g < groups; ++g, bh += 4 * kLowpCols) {
+        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bh));
+        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bh + 32));
+        static_for<M>([&](auto r) {
+          std::int32_t quad;
+          std::memcpy(&quad, a + std::ptrdiff_t(r) * lda + 4 * g, sizeof quad);
+          const auto x = D::prepare(_mm256_set1_epi32(quad));
+          v[r][0] = D::dot(v[r][0], x, b0);
+          v[r][1] = D::dot(v[r][1], x, b1);
+        });
+      }
+      static_for<M>([&](auto r) { acc.v[r][2 * half] = v[r][0], acc.v[r][2 * half + 1] = v[r][1]; });
+    }
+  }
+};
+#endif
+
+#if defined(__AVXVNNI__)
+template <class Arch>
+struct Int8AvxVnni_6x32 : Int8Avx2Common<Arch, std::uint8_t, 0> {
+  static constexpr int rows = 6;
+  static constexpr const char* path = "avx_vnni";
+  static constexpr const char* feature = "avx_vnni";
+
+  static __m256i prepare(__m256i x) { return x; }
+  static __m256i dot(__m256i acc, __m256i x, __m256i w) { return _mm256_dpbusd_avx_epi32(acc, x, w); }
+  template <int M>
+  static void accumulate(typename Int8AvxVnni_6x32::template Acc<M>& acc, const std::uint8_t* a, int lda,
+                         int groups, const std::int8_t* b) {
+    Int8AvxVnni_6x32::template accumulate_with<Int8AvxVnni_6x32, M>(acc, a, lda, groups, b);
+  }
+};
+#endif
+
+#if defined(__AVX2__)
+// AVX2 without VNNI (Haswell to Comet Lake, Zen 1-3): VPMADDUBSW multiplies
+// uint8 by int8 and sums each pair in int16, saturating; VPMADDWD by ones
+// widens the pairs to int32. Exact: the rows hold x = q_x - 128, VPMADDUBSW
+// takes |x| <= 128 as its unsigned operand and q_w with x's sign (VPSIGNB,
+// |q_w| <= 127) as its signed one, so a pair sums to at most 2 * 128 * 127 =
+// 32512 < 2^15. (ONNX Runtime's AVX2 kernel feeds it q_x and q_w as they are,
+// which can saturate.) 4 rows: 8 accumulators, the panel vectors, x, |x| and
+// the ones stay in the 16 registers.
+template <class Arch>
+struct Int8Avx2Maddubs_4x32 : Int8Avx2Common<Arch, std::int8_t, 128> {
+  static constexpr int rows = 4;
+  static constexpr const char* path = "avx2_maddubs";
+  static constexpr const char* feature = nullptr;  // AVX2 itself
+
+  struct Signed {
+    __m256i x, magnitude;
+  };
+  static Signed prepare(__m256i x) { return {x, _mm256_abs_epi8(x)}; }
+  static __m256i dot(__m256i acc, const Signed& x, __m256i w) {
+    const __m256i pairs = _mm256_maddubs_epi16(x.magnitude, _mm256_sign_epi8(w, x.x));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+  }
+  template <int M>
+  static void accumulate(typename Int8Avx2Maddubs_4x32::template Acc<M>& acc, const std::int8_t* a, int lda,
+                         int groups, const std::int8_t* b) {
+    Int8Avx2Maddubs_4x32::template accumulate_with<Int8Avx2Maddubs_4x32, M>(acc, a, lda, groups, b);
   }
 };
 #endif
