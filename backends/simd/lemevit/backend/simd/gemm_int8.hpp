@@ -198,10 +198,11 @@ struct Int8Vnni512_12x32 {
 
 #if defined(__AVX2__)
 // What the 256-bit kernels share: the rows' quantisation, stored as
-// q_x - Offset (Elem: uint8 for Offset 0, int8 for 128), in k-groups of 4,
+// q_x - Offset (Elem: uint8 for Offset 0, int8 for 128), in k-groups of 4;
+// the tile's loop around D's dot product (D: the kernel, see accumulate);
 // and the epilogue, which takes the offset back out exactly:
 // acc - (z - Offset) sum_k q_w = sum_k (q_x - z) q_w.
-template <class Arch, class E, int Offset>
+template <class Arch, class E, int Offset, class D>
 struct Int8Avx2Common {
   static_assert(kLanes<Arch> == 8, "an AVX2 kernel");
   using Weights = PackedInt8Linear<4>;
@@ -287,8 +288,8 @@ struct Int8Avx2Common {
   // registers): D::prepare(x) once per row and k-group (x: the group's four
   // values in every lane), D::dot(acc, prepared, w) per panel vector. The
   // sums run in locals (see Bf16Avx512_12x32::accumulate).
-  template <class D, int M>
-  static void accumulate_with(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::int8_t* b) {
     for (int half = 0; half < 2; ++half) {
       __m256i v[M][2];
       static_for<M>([&](auto r) { v[r][0] = acc.v[r][2 * half], v[r][1] = acc.v[r][2 * half + 1]; });
@@ -312,18 +313,13 @@ struct Int8Avx2Common {
 
 #if defined(__AVXVNNI__)
 template <class Arch>
-struct Int8AvxVnni_6x32 : Int8Avx2Common<Arch, std::uint8_t, 0> {
+struct Int8AvxVnni_6x32 : Int8Avx2Common<Arch, std::uint8_t, 0, Int8AvxVnni_6x32<Arch>> {
   static constexpr int rows = 6;
   static constexpr const char* path = "avx_vnni";
   static constexpr const char* feature = "avx_vnni";
 
   static __m256i prepare(__m256i x) { return x; }
   static __m256i dot(__m256i acc, __m256i x, __m256i w) { return _mm256_dpbusd_avx_epi32(acc, x, w); }
-  template <int M>
-  static void accumulate(typename Int8AvxVnni_6x32::template Acc<M>& acc, const std::uint8_t* a, int lda,
-                         int groups, const std::int8_t* b) {
-    Int8AvxVnni_6x32::template accumulate_with<Int8AvxVnni_6x32, M>(acc, a, lda, groups, b);
-  }
 };
 #endif
 
@@ -337,7 +333,7 @@ struct Int8AvxVnni_6x32 : Int8Avx2Common<Arch, std::uint8_t, 0> {
 // which can saturate.) 4 rows: 8 accumulators, the panel vectors, x, |x| and
 // the ones stay in the 16 registers.
 template <class Arch>
-struct Int8Avx2Maddubs_4x32 : Int8Avx2Common<Arch, std::int8_t, 128> {
+struct Int8Avx2Maddubs_4x32 : Int8Avx2Common<Arch, std::int8_t, 128, Int8Avx2Maddubs_4x32<Arch>> {
   static constexpr int rows = 4;
   static constexpr const char* path = "avx2_maddubs";
   static constexpr const char* feature = nullptr;  // AVX2 itself
@@ -349,11 +345,6 @@ struct Int8Avx2Maddubs_4x32 : Int8Avx2Common<Arch, std::int8_t, 128> {
   static __m256i dot(__m256i acc, const Signed& x, __m256i w) {
     const __m256i pairs = _mm256_maddubs_epi16(x.magnitude, _mm256_sign_epi8(w, x.x));
     return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
-  }
-  template <int M>
-  static void accumulate(typename Int8Avx2Maddubs_4x32::template Acc<M>& acc, const std::int8_t* a, int lda,
-                         int groups, const std::int8_t* b) {
-    Int8Avx2Maddubs_4x32::template accumulate_with<Int8Avx2Maddubs_4x32, M>(acc, a, lda, groups, b);
   }
 };
 #endif
