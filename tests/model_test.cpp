@@ -310,6 +310,14 @@ TEST_CASE("a low precision on portable loops comes with a note saying it is slow
   // The AVX2 backend has no bf16 instructions: its bf16 is the portable one.
   using Avx2Bf16 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Bf16>>;
   CHECK(!portable_precision_note(Precision::Bf16, Avx2Bf16::gemm_path()).empty());
+  // Its int8 has instructions: AVX-VNNI where the build targets it, else VPMADDUBSW, never the portable loops.
+  using Avx2Int8 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Int8>>;
+#if defined(__AVXVNNI__)
+  CHECK(std::string(Avx2Int8::gemm_path()) == "avx_vnni");
+#else
+  CHECK(std::string(Avx2Int8::gemm_path()) == "avx2_maddubs");
+#endif
+  CHECK(portable_precision_note(Precision::Int8, Avx2Int8::gemm_path()).empty());
 #endif
 }
 
