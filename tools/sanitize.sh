@@ -3,7 +3,10 @@
 #   1. asan: the whole `meson test` suite built with AddressSanitizer +
 #      UndefinedBehaviorSanitizer (build-asan/, gcc, -O1 -g1: at -O2 the
 #      instrumented template-heavy tests took 4-6x longer to compile, ~40
-#      minutes of CI's 2 cores for five tests);
+#      minutes of CI's 2 cores for five tests; at -O0 xsimd's one-instruction
+#      functions stay calls and the tests ran 5-7x longer than at -O1). -O1
+#      goes in cpp_args: meson 1.0 lets --buildtype=plain override
+#      -Doptimization, so that option gave -O0;
 #   2. tsan: tests/concurrency_test.cpp (8 threads sharing one model) built
 #      with ThreadSanitizer (build-tsan/), without OpenMP: libgomp is not
 #      TSan-instrumented and its barriers would be reported as races, so that
@@ -57,7 +60,7 @@ run_asan() {
   local fixtures=(-Dfixtures=)
   [ -f build/tests/fixtures/cases.json ] && fixtures=(-Dfixtures="$root/build/tests/fixtures")
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=disabled \
-    --buildtype=plain -Doptimization=1 -Dcpp_args=-g1 -Db_ndebug=false "${fixtures[@]}"
+    --buildtype=plain "-Dcpp_args=-O1 -g1" -Db_ndebug=false "${fixtures[@]}"
   if [ -n "${ASAN_TESTS:-}" ]; then
     # A subset (CI on 2 cores: the instrumented golden and CLI builds alone
     # take longer than the whole CI budget): build just those tests' programs
