@@ -19,11 +19,7 @@ echo "== aarch64 / NEON under qemu =="
 [ -d build-aarch64 ] || meson setup build-aarch64 --cross-file cross/aarch64-linux-gnu.ini \
   -Dcpu=armv8.6 -Dbench=disabled -Dcli=false -Dlibjpeg=disabled "${fixtures[@]}"
 ninja -C build-aarch64
-# Idle OpenMP workers sleep instead of spinning: meson runs two tests side by
-# side, each with its threads, on 2 cores, and under qemu a spinning thread
-# costs as much as a working one (the `model` test's bf16 side-by-side case:
-# 240 -> 159 s; the whole suite 6.5 min).
-OMP_WAIT_POLICY=PASSIVE meson test -C build-aarch64 --print-errorlogs --timeout-multiplier 4
+meson test -C build-aarch64 --print-errorlogs --timeout-multiplier 4
 
 # The x86 build the native one is not: its SIMD kernels against the Reference
 # backend (kernels_test: fp32, bf16 and int8 at the model's and awkward shapes)
