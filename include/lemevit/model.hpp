@@ -32,6 +32,13 @@
 #include "lemevit/profile.hpp"
 #include "lemevit/workspace.hpp"
 
+// The activation bytes of one CPU pass (see Model::images_per_pass): about a
+// last-level cache. A program may define it before including the library
+// (the same value in every file that instantiates a model).
+#ifndef LEMEVIT_PASS_BYTES
+#define LEMEVIT_PASS_BYTES (std::size_t(8) << 20)
+#endif
+
 namespace lemevit {
 
 namespace detail {
@@ -176,12 +183,13 @@ class Model {
 
   // Images that go through the network together. On the CPU a larger batch
   // runs in passes of this many images, so that one pass's activations stay
-  // in a last-level cache (~8 MiB of them): Tiny at batch 8 ran 14% slower
-  // per image in one pass than image by image. Logits do not depend on it
-  // (every kernel computes an image's rows the same way whatever the batch).
-  // With an observer, the whole batch is one pass. GPUs take the whole batch.
+  // in a last-level cache (LEMEVIT_PASS_BYTES of them, 8 MiB unless defined
+  // before the include): Tiny at batch 8 ran 14% slower per image in one pass
+  // than image by image. Logits do not depend on it (every kernel computes an
+  // image's rows the same way whatever the batch). With an observer, the
+  // whole batch is one pass. GPUs take the whole batch.
   static constexpr int images_per_pass =
-      Kernels<B>::host_memory ? int(std::max<std::size_t>(1, (std::size_t(8) << 20) / activation_bytes_per_image))
+      Kernels<B>::host_memory ? int(std::max<std::size_t>(1, std::size_t(LEMEVIT_PASS_BYTES) / activation_bytes_per_image))
                               : std::numeric_limits<int>::max();
 
   // Backbone features like timm's features_only: stage i's map, NCHW
