@@ -6,10 +6,9 @@
 #      minutes of CI's 2 cores for five tests; at -O0 xsimd's one-instruction
 #      functions stay calls and the tests ran 5-7x longer than at -O1). -O1
 #      goes in cpp_args: meson 1.0 lets --buildtype=plain override
-#      -Doptimization, so that option gave -O0. ASan checks each access by a
-#      call, not inline code (the same checks): inlined, they took most of
-#      the compile time (model_test: 41 s uninstrumented, 312 s so, 195 s
-#      with ASan alone, 75 s with its calls);
+#      -Doptimization, so that option gave -O0 (tests/meson.build spares the
+#      two template-heavy tests ASan's use-after-scope checks, which took
+#      most of their compile time);
 #   2. tsan: tests/concurrency_test.cpp (8 threads sharing one model) built
 #      with ThreadSanitizer (build-tsan/), without OpenMP: libgomp is not
 #      TSan-instrumented and its barriers would be reported as races, so that
@@ -63,7 +62,7 @@ run_asan() {
   local fixtures=(-Dfixtures=)
   [ -f build/tests/fixtures/cases.json ] && fixtures=(-Dfixtures="$root/build/tests/fixtures")
   setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbench=disabled \
-    --buildtype=plain "-Dcpp_args=-O1 -g1 --param=asan-instrumentation-with-call-threshold=0" -Db_ndebug=false "${fixtures[@]}"
+    --buildtype=plain "-Dcpp_args=-O1 -g1" -Db_ndebug=false "${fixtures[@]}"
   if [ -n "${ASAN_TESTS:-}" ]; then
     # A subset (CI on 2 cores: the instrumented golden and CLI builds alone
     # take longer than the whole CI budget): build just those tests' programs
