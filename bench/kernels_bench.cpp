@@ -259,6 +259,10 @@ const bool lowp_registered = [] {
 #if defined(__AVX512BF16__)
   register_lowp<s::Bf16Avx512_12x32<A>>("kernel/linear_bf16/avx512_bf16_12x32");
 #endif
+  if constexpr (s::kBf16Widens<A>)
+    register_lowp<s::Bf16Widen<A>>(s::Bf16Widen<A>::rows == 12 ? "kernel/linear_bf16/avx512_widen_12x32"
+                                   : s::kLanes<A> == 8     ? "kernel/linear_bf16/avx2_widen_4x32"
+                                                           : "kernel/linear_bf16/neon_widen_4x32");
   register_lowp<s::Bf16Generic_4x32<A>>("kernel/linear_bf16/generic_4x32");
 #if defined(__AVX512VNNI__)
   register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");
@@ -266,12 +270,14 @@ const bool lowp_registered = [] {
   register_lowp<s::Int8Generic_4x32<A>>("kernel/linear_int8/generic_4x32");
 #if defined(__AVX2__)
   // The int8 paths of AVX2 builds (AVX-VNNI where the CPU has it, else
-  // VPMADDUBSW), beside the AVX2 fp32 kernel at the same shapes.
+  // VPMADDUBSW) and, in AVX-512 builds, the AVX2 backend's bf16, beside the
+  // AVX2 fp32 kernel at the same shapes.
   using Avx2 = xsimd::fma3<xsimd::avx2>;
 #if defined(__AVXVNNI__)
   register_lowp<s::Int8AvxVnni_6x32<Avx2>, Avx2>("kernel/linear_int8/avx_vnni_6x32");
 #endif
   register_lowp<s::Int8Avx2Maddubs_4x32<Avx2>, Avx2>("kernel/linear_int8/avx2_maddubs_4x32");
+  if constexpr (!std::is_same_v<A, Avx2>) register_lowp<s::Bf16Widen<Avx2>, Avx2>("kernel/linear_bf16/avx2_widen_4x32");
   benchmark::RegisterBenchmark("kernel/linear_fp32/avx2", BM_Linear<lemevit::Kernels<lemevit::backend::Simd<Avx2>>>)
       ->Apply(lowp_shapes);
 #endif

@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -509,11 +510,14 @@ int compare_lowp_kernels(const std::vector<float>& x, const LinearShape& sh, con
     ++compared;
   };
   [[maybe_unused]] const auto int8 = lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b);
+  if (bf16) {
+    [[maybe_unused]] const auto generic = lowp_gelu_linear<s::Bf16Generic_4x32<Arch>>(x, sh, w, b);
+    if constexpr (s::kBf16Widens<Arch>)
+      same_as(lowp_gelu_linear<s::Bf16Widen<Arch>>(x, sh, w, b), generic, s::Bf16Widen<Arch>::path);
 #if defined(__AVX512BF16__)
-  if (bf16)
-    same_as(lowp_gelu_linear<s::Bf16Avx512_12x32<Arch>>(x, sh, w, b),
-            lowp_gelu_linear<s::Bf16Generic_4x32<Arch>>(x, sh, w, b), "avx512_bf16");
+    same_as(lowp_gelu_linear<s::Bf16Avx512_12x32<Arch>>(x, sh, w, b), generic, "avx512_bf16");
 #endif
+  }
 #if defined(__AVX512VNNI__)
   same_as(lowp_gelu_linear<s::Int8Vnni512_12x32<Arch>>(x, sh, w, b), int8, "avx512_vnni");
 #endif
@@ -522,6 +526,9 @@ int compare_lowp_kernels(const std::vector<float>& x, const LinearShape& sh, con
     using Avx2 = xsimd::fma3<xsimd::avx2>;
     const auto generic = lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b);
     same_as(lowp_gelu_linear<s::Int8Avx2Maddubs_4x32<Avx2>, Avx2>(x, sh, w, b), generic, "avx2_maddubs");
+    if (bf16 && !std::is_same_v<Arch, Avx2>)  // the AVX2 backend's bf16 in an AVX-512 build
+      same_as(lowp_gelu_linear<s::Bf16Widen<Avx2>, Avx2>(x, sh, w, b),
+              lowp_gelu_linear<s::Bf16Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx2_widen");
 #if defined(__AVXVNNI__)
     same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b), generic, "avx_vnni");
 #endif
@@ -581,6 +588,43 @@ TEST_CASE("the int8 kernels quantise NaN and infinities as the portable one does
   const auto b = random_vector(std::size_t(sh.out), 952);
   for (float v : lowp_gelu_linear<s::Int8Generic_4x32<Arch>>(x, sh, w, b)) REQUIRE(std::isfinite(v));
   compare_lowp_kernels(x, sh, w, b, false);
+}
+
+// Bf16Widen keeps x as bf16-rounded floats: its vector conversion against
+// the test's own rounding (ties to even) in the body and the tail, on ties,
+// subnormals and signed zeros, and on what that rounding leaves out: NaN stays
+// NaN, infinities stay, FLT_MAX rounds up to infinity (as VCVTNE2PS2BF16 does).
+// An odd count gets a zero after it (the k-pair's padding).
+TEMPLATE_TEST_CASE("the widened bf16 kernel rounds its operand to bf16 exactly", "[simd][linear][lowp]",
+                   LEMEVIT_TEST_ARCHS) {
+  namespace s = lemevit::backend::simd;
+  if constexpr (!s::kBf16Widens<TestType>) {
+    SUCCEED(arch_name<TestType>() << " has no widened bf16 kernel");
+  } else {
+    using K = s::Bf16Widen<TestType>;
+    constexpr int L = s::kLanes<TestType>;
+    const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+    const float ulp = 1.0f / 256;  // half a bf16 ulp at 1
+    std::vector<float> x = {1.0f + ulp,     1.0f + 3 * ulp, -1.0f - ulp, 1.0f + ulp * 1.001f, 0.0f,
+                            -0.0f,          1e-40f,         -3e-39f,     inf,                 -inf,
+                            nan,            3.4028235e38f,  -3.39e38f,   1.17549435e-38f,     65504.5f};
+    for (float v : random_vector(std::size_t(3 * L), 960, -100.0f, 100.0f)) x.push_back(v);
+    for (const int n : {int(x.size()), L - 1, L + 1, 1}) {
+      INFO(arch_name<TestType>() << ", " << n << " values");
+      std::vector<float> dst(std::size_t(n) + 1, -1.0f);
+      K::convert(x.data(), n, {}, dst.data());
+      for (int i = 0; i < n; ++i) {
+        INFO("x[" << i << "] = " << x[i] << ", got " << dst[i]);
+        if (std::isnan(x[i]))
+          CHECK(std::isnan(dst[i]));
+        else if (std::fabs(x[i]) >= 3.3961776e38f)  // past the largest bf16's halfway point
+          CHECK(dst[i] == std::copysign(inf, x[i]));
+        else
+          CHECK(same_bits(&dst[i], std::vector<float>{bf16_round(x[i])}.data(), 1));
+      }
+      if (n % 2) CHECK(same_bits(&dst[n], std::vector<float>{0.0f}.data(), 1));
+    }
+  }
 }
 
 TEMPLATE_TEST_CASE("bf16 and int8 linear are bitwise deterministic per row",

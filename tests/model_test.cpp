@@ -313,9 +313,10 @@ TEST_CASE("a low precision on portable loops comes with a note saying it is slow
                          Catch::Contains("-Dcpu=native") && Catch::Contains("run in fp32"));
   }
 #if defined(__AVX2__) && defined(__FMA__)
-  // The AVX2 backend has no bf16 instructions: its bf16 is the portable one.
+  // The AVX2 backend has no bf16 dot product: its bf16 is widened to fp32 FMAs, not portable loops.
   using Avx2Bf16 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Bf16>>;
-  CHECK(!portable_precision_note(Precision::Bf16, Avx2Bf16::gemm_path()).empty());
+  CHECK(std::string(Avx2Bf16::gemm_path()) == "avx2_widen");
+  CHECK(portable_precision_note(Precision::Bf16, Avx2Bf16::gemm_path()).empty());
   // Its int8 has instructions: AVX-VNNI where the build targets it, else VPMADDUBSW, never the portable loops.
   using Avx2Int8 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Int8>>;
 #if defined(__AVXVNNI__)

@@ -84,7 +84,7 @@ inline std::string portable_precision_note(Precision p, std::string_view gemm_pa
   const bool bf16 = p == Precision::Bf16;
   return std::string(precision_name(p)) +
          " runs on portable loops in this build (no " +
-         (bf16 ? "bf16 dot product: AVX512_BF16, or ARM's FEAT_BF16"
+         (bf16 ? "bf16 kernel: AVX512_BF16, ARM's FEAT_BF16, or fused multiply-add (AVX2, AVX-512, NEON)"
                : "int8 kernel: AVX512_VNNI, AVX-VNNI, AVX2, or ARM's dot product") +
          ", for its target): the same numbers, but slower than fp32 (its products took " +
          (bf16 ? "3x" : "7-8x") +

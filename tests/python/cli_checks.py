@@ -398,8 +398,10 @@ class Cli(unittest.TestCase):
         self.assertGreater(result["ms_per_image"], 0)
         self.assertEqual(result["precision"], "fp32")
         self.assertEqual(result["attention_path"], "fp32")
-        # The native build's paths: AVX-512 with its bf16/int8 extensions, or AVX2 (int8: VPMADDUBSW).
-        for precision, fast in (("bf16", ("avx512_bf16",)), ("int8", ("avx512_vnni", "avx2_maddubs"))):
+        # The native build's paths: AVX-512 with its bf16/int8 extensions, or AVX2 (bf16 widened to
+        # fp32 FMAs, int8 VPMADDUBSW), or AVX-512 without them (bf16 widened).
+        for precision, fast in (("bf16", ("avx512_bf16", "avx2_widen", "avx512_widen")),
+                                ("int8", ("avx512_vnni", "avx2_maddubs"))):
             p = run("bench", "--weights", BUNDLED, "--iterations", "2", "--precision", precision, "--json", "-")
             result = json.loads(p.stdout[p.stdout.index("{"):])
             self.assertEqual(result["precision"], precision)

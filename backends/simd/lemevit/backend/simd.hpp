@@ -15,7 +15,7 @@
 //   pack.hpp          transposing copies for packed operands
 //   gemm.hpp          packed weights and the register-blocked micro-kernel
 //   gemm_lowp.hpp     bf16 and int8 formats, packed layouts, their GEMM driver
-//   gemm_bf16.hpp     bf16 micro-kernels (AVX512_BF16, NEON BFDOT, generic)
+//   gemm_bf16.hpp     bf16 micro-kernels (AVX512_BF16, NEON BFDOT/BFMMLA, widened to fp32 FMA, generic)
 //   gemm_int8.hpp     int8 micro-kernels (AVX512_VNNI, NEON SDOT, generic)
 //   attention.hpp     blocked online-softmax attention
 //   attention_bf16.hpp  the same with bf16 products (bf16/int8 precisions, AVX512_BF16)
@@ -70,13 +70,15 @@ struct GemmKernel {
 };
 template <class Arch>
 struct GemmKernel<Arch, Precision::Bf16> {
+  // Without a bf16 dot product, bf16 widened to fp32 where the instruction
+  // set has FMA (AVX2 arches also in AVX-512 builds), else portable loops.
+  using Widen = std::conditional_t<kBf16Widens<Arch>, Bf16Widen<Arch>, Bf16Generic_4x32<Arch>>;
 #if defined(__AVX512BF16__)
-  using type = std::conditional_t<kLanes<Arch> == 16, Bf16Avx512_12x32<Arch>, Bf16Generic_4x32<Arch>>;
+  using type = std::conditional_t<kLanes<Arch> == 16, Bf16Avx512_12x32<Arch>, Widen>;
 #elif defined(__aarch64__) && defined(__ARM_FEATURE_BF16_VECTOR_ARITHMETIC)
-  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Bf16NeonBfmmla_4x32<Arch>,
-                                  Bf16Generic_4x32<Arch>>;
+  using type = std::conditional_t<std::is_base_of_v<xsimd::neon64, Arch>, Bf16NeonBfmmla_4x32<Arch>, Widen>;
 #else
-  using type = Bf16Generic_4x32<Arch>;
+  using type = Widen;
 #endif
 };
 template <class Arch>
@@ -118,7 +120,8 @@ struct Kernels<backend::Simd<Arch, P>> : HostKernels {
   using LinearWeights = typename Gemm::Weights;
 
   // The instruction set the products run on: "avx512", "avx2", ... for fp32;
-  // "avx512_bf16", "avx512_vnni", "avx_vnni", "avx2_maddubs", "neon_bfmmla", "neon_i8mm",
+  // "avx512_bf16", "avx2_widen", "avx512_widen", "neon_widen" (bf16 widened to
+  // fp32), "avx512_vnni", "avx_vnni", "avx2_maddubs", "neon_bfmmla", "neon_i8mm",
   // "neon_dotprod" or "fallback"
   // (portable loops) otherwise.
   static constexpr const char* gemm_path() { return Gemm::path; }

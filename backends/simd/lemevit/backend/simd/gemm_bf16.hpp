@@ -8,10 +8,19 @@
 //   Bf16NeonBfdot_4x32  FEAT_BF16's BFDOT, lane-indexed. BFDOT rounds the sum of
 //                     its two products itself (round to odd), so these two
 //                     kernels differ from the others in the last bits
+//   Bf16Widen         CPUs with FMA but no bf16 dot product (AVX2, AVX-512
+//                     without AVX512_BF16, ARMv8.0-8.5 NEON): each k-pair of a
+//                     panel widened to two fp32 vectors by a shift and a mask,
+//                     then two FMAs per accumulator in VDPBF16PS's order; a
+//                     bf16 product is exact in fp32, so an FMA rounds as the
+//                     generic kernel's add does (the same sums, overflowing and
+//                     subnormal products aside). As fast as fp32 at best, with
+//                     half its weight bytes: 4x32 on AVX2 and NEON, 12x32 on AVX-512
 //   Bf16Generic_4x32  any CPU: scalar loops giving the same sums as VDPBF16PS
 //                     (denormals aside: VDPBF16PS flushes them to zero)
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "lemevit/backend/simd/gemm_lowp.hpp"
 
@@ -60,6 +69,89 @@ struct Bf16Generic_4x32 {
     constexpr int L = kLanes<Arch>;
     for (int r = 0; r < M; ++r)
       for (int v = 0; v < kLowpCols / L; ++v) epi(r, v, load<Arch>(&acc.v[r][v * L]));
+  }
+};
+
+// Where Bf16Widen applies: instruction sets with FMA and 16+ vector registers.
+template <class Arch>
+inline constexpr bool kBf16Widens = std::is_base_of_v<xsimd::fma3<xsimd::avx2>, Arch> ||
+                                    std::is_base_of_v<xsimd::avx512f, Arch> ||
+                                    std::is_base_of_v<xsimd::neon64, Arch>;
+
+template <class Arch>
+struct Bf16Widen {
+  static_assert(kBf16Widens<Arch>, "an instruction set with FMA");
+  using B = Batch<Arch>;
+  using I = IntBatch<Arch>;
+  using Weights = PackedBf16Linear<2>;
+  // x is kept as bf16-rounded floats, which the tile broadcasts directly.
+  using Elem = float;
+  static constexpr int L = kLanes<Arch>;
+  static constexpr int NV = kLowpCols / L;  // accumulator vectors per row
+  // A row's 32 columns are summed in parts of HV vectors, so that the
+  // accumulators, the widened panel vectors (2 HV) and x's pair fit the
+  // register file: AVX2 4 x 2 (14 of 16 registers), NEON 4 x 4 (26 of 32),
+  // AVX-512 12 x 2 (30 of 32).
+  static constexpr int HV = L == 16 ? 2 : 16 / L;
+  static constexpr int rows = L == 16 ? 12 : 4;
+  static constexpr const char* path = L == 16 ? "avx512_widen" : L == 8 ? "avx2_widen" : "neon_widen";
+  static constexpr const char* feature = nullptr;  // the instruction set's own
+  struct RowParams {};
+  static RowParams row_params(const float*, int) { return {}; }
+
+  // dst[i] = x[i] rounded to bf16 (to_bf16, nearest even, NaN kept quiet), as a float.
+  static void convert(const float* x, int n, const RowParams&, Elem* dst) {
+    const I mask(std::int32_t(0xffff0000u)), quiet(0x00400000), half(0x7fff), one(1);
+    int i = 0;
+    for (; i + L <= n; i += L) {
+      const B v = load<Arch>(x + i);
+      const I u = bits_of<Arch>(v);
+      const B rounded = from_bits<Arch>((u + half + ((u >> 16) & one)) & mask);
+      store<Arch>(dst + i, xsimd::select(v != v, from_bits<Arch>((u | quiet) & mask), rounded));
+    }
+    for (; i < n; ++i) dst[i] = from_bf16(to_bf16(x[i]));
+    if (n % 2) dst[n] = 0.0f;
+  }
+
+  template <int M>
+  struct Acc {
+    B v[M][NV];
+  };
+  template <int M>
+  static void zero(Acc<M>& acc) {
+    static_for<M>([&](auto r) { static_for<NV>([&](auto j) { acc.v[r][j] = B(0.0f); }); });
+  }
+
+  // Per k-pair g, a 32-bit lane of the panel holds a column's (w[2g], w[2g+1])
+  // with w[2g] in its low half: w[2g] = lane << 16, w[2g+1] = lane & mask.
+  // The sums run in locals (see Bf16Avx512_12x32::accumulate).
+  template <int M>
+  static void accumulate(Acc<M>& acc, const Elem* a, int lda, int groups, const std::uint16_t* b) {
+    const I mask(std::int32_t(0xffff0000u));
+    static_for<NV / HV>([&](auto part) {
+      B v[M][HV];
+      static_for<M>([&](auto r) { static_for<HV>([&](auto j) { v[r][j] = acc.v[r][part * HV + j]; }); });
+      const std::uint16_t* bp = b + part * HV * L * 2;
+      for (int g = 0; g < groups; ++g, bp += 2 * kLowpCols) {
+        B w0[HV], w1[HV];
+        static_for<HV>([&](auto j) {
+          const I u = I::load_unaligned(reinterpret_cast<const std::int32_t*>(bp + j * L * 2));
+          w0[j] = from_bits<Arch>(u << 16);
+          w1[j] = from_bits<Arch>(u & mask);
+        });
+        static_for<M>([&](auto r) {
+          const float* ar = a + std::ptrdiff_t(r) * lda + 2 * g;
+          const B x0(ar[0]), x1(ar[1]);
+          static_for<HV>([&](auto j) { v[r][j] = fmadd<Arch>(x0, w0[j], fmadd<Arch>(x1, w1[j], v[r][j])); });
+        });
+      }
+      static_for<M>([&](auto r) { static_for<HV>([&](auto j) { acc.v[r][part * HV + j] = v[r][j]; }); });
+    });
+  }
+
+  template <int M, class Epi>
+  static void finish(const Acc<M>& acc, const RowParams*, const Weights&, int, const Epi& epi) {
+    static_for<M>([&](auto r) { static_for<NV>([&](auto j) { epi(int(r), int(j), acc.v[r][j]); }); });
   }
 };
 
