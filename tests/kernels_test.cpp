@@ -608,6 +608,13 @@ TEMPLATE_TEST_CASE("the widened bf16 kernel rounds its operand to bf16 exactly",
     std::vector<float> x = {1.0f + ulp,     1.0f + 3 * ulp, -1.0f - ulp, 1.0f + ulp * 1.001f, 0.0f,
                             -0.0f,          1e-40f,         -3e-39f,     inf,                 -inf,
                             nan,            3.4028235e38f,  -3.39e38f,   1.17549435e-38f,     65504.5f};
+    // NaNs whose payload the rounding would carry into the exponent or sign:
+    // signalling with a low payload (-> inf), all ones (-> -0), negative.
+    for (const std::uint32_t bits : {0x7f800001u, 0x7fffffffu, 0xffffffffu, 0xff808000u}) {
+      float v;
+      std::memcpy(&v, &bits, sizeof v);
+      x.push_back(v);
+    }
     for (float v : random_vector(std::size_t(3 * L), 960, -100.0f, 100.0f)) x.push_back(v);
     for (const int n : {int(x.size()), L - 1, L + 1, 1}) {
       INFO(arch_name<TestType>() << ", " << n << " values");
