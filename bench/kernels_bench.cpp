@@ -260,9 +260,9 @@ const bool lowp_registered = [] {
   register_lowp<s::Bf16Avx512_12x32<A>>("kernel/linear_bf16/avx512_bf16_12x32");
 #endif
   if constexpr (s::kBf16Widens<A>)
-    register_lowp<s::Bf16Widen<A>>(s::Bf16Widen<A>::rows == 12 ? "kernel/linear_bf16/avx512_widen_12x32"
-                                   : s::kLanes<A> == 8     ? "kernel/linear_bf16/avx2_widen_4x32"
-                                                           : "kernel/linear_bf16/neon_widen_4x32");
+    register_lowp<s::Bf16Widen<A>>(s::kLanes<A> == 16  ? "kernel/linear_bf16/avx512_widen_6x32"
+                                   : s::kLanes<A> == 8 ? "kernel/linear_bf16/avx2_widen_4x32"
+                                                       : "kernel/linear_bf16/neon_widen_4x32");
   register_lowp<s::Bf16Generic_4x32<A>>("kernel/linear_bf16/generic_4x32");
 #if defined(__AVX512VNNI__)
   register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");

@@ -15,7 +15,7 @@
 //                     bf16 product is exact in fp32, so an FMA rounds as the
 //                     generic kernel's add does (the same sums, overflowing and
 //                     subnormal products aside). As fast as fp32 at best, with
-//                     half its weight bytes: 4x32 on AVX2 and NEON, 12x32 on AVX-512
+//                     half its weight bytes: 4x32 on AVX2 and NEON, 6x32 on AVX-512
 //   Bf16Generic_4x32  any CPU: scalar loops giving the same sums as VDPBF16PS
 //                     (denormals aside: VDPBF16PS flushes them to zero)
 #include <cstdint>
@@ -91,9 +91,14 @@ struct Bf16Widen {
   // A row's 32 columns are summed in parts of HV vectors, so that the
   // accumulators, the widened panel vectors (2 HV) and x's pair fit the
   // register file: AVX2 4 x 2 (14 of 16 registers), NEON 4 x 4 (26 of 32),
-  // AVX-512 12 x 2 (30 of 32).
+  // AVX-512 6 x 2 (18 of 32). Each accumulator takes two dependent FMAs per
+  // k-pair: 8 accumulators just cover the FMA latency on two ports, 12 do
+  // with room. AVX-512 stops at 6 rows: each row count is another
+  // instantiation per epilogue, and 12 rows took kernels_test 23 s longer to
+  // compile (232 against 209 s), for a path only AVX-512 CPUs without
+  // AVX512_BF16 run.
   static constexpr int HV = L == 16 ? 2 : 16 / L;
-  static constexpr int rows = L == 16 ? 12 : 4;
+  static constexpr int rows = L == 16 ? 6 : 4;
   static constexpr const char* path = L == 16 ? "avx512_widen" : L == 8 ? "avx2_widen" : "neon_widen";
   static constexpr const char* feature = nullptr;  // the instruction set's own
   struct RowParams {};
