@@ -37,7 +37,7 @@ if [ "$other" = avx2 ] || grep -q avx512f /proc/cpuinfo; then
 else
   # Every SIMD kernel of that width, compiled only, for the AVX-512 arch
   # alone: the AVX2 and SSE ones are the native build's, which ran them
-  # (a third less compile time).
+  # (half the compile time).
   [ -d build-avx512-compile ] || meson setup build-avx512-compile -Dcpu=avx512 -Dgolden=false -Dbench=disabled \
     -Dcli=false -Dcpp_args=-DLEMEVIT_TEST_DEFAULT_ARCH_ONLY
   ninja -C build-avx512-compile tests/kernels_test
