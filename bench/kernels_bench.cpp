@@ -253,16 +253,20 @@ void register_lowp(const char* name) {
   benchmark::RegisterBenchmark(name, BM_LinearLowp<Kernel, Arch>)->Apply(lowp_shapes);
 }
 
+// kernel/linear_bf16/<path>_<rows>x32 of the widened bf16 kernel for Arch.
+template <class Arch>
+std::string widen_name() {
+  using K = lemevit::backend::simd::Bf16Widen<Arch>;
+  return std::string("kernel/linear_bf16/") + K::path + "_" + std::to_string(K::rows) + "x32";
+}
+
 const bool lowp_registered = [] {
   namespace s = lemevit::backend::simd;
   using A = xsimd::default_arch;
 #if defined(__AVX512BF16__)
   register_lowp<s::Bf16Avx512_12x32<A>>("kernel/linear_bf16/avx512_bf16_12x32");
 #endif
-  if constexpr (s::kBf16Widens<A>)
-    register_lowp<s::Bf16Widen<A>>(s::kLanes<A> == 16  ? "kernel/linear_bf16/avx512_widen_6x32"
-                                   : s::kLanes<A> == 8 ? "kernel/linear_bf16/avx2_widen_4x32"
-                                                       : "kernel/linear_bf16/neon_widen_4x32");
+  if constexpr (s::kBf16Widens<A>) register_lowp<s::Bf16Widen<A>>(widen_name<A>().c_str());
   register_lowp<s::Bf16Generic_4x32<A>>("kernel/linear_bf16/generic_4x32");
 #if defined(__AVX512VNNI__)
   register_lowp<s::Int8Vnni512_12x32<A>>("kernel/linear_int8/avx512_vnni_12x32");
@@ -277,7 +281,7 @@ const bool lowp_registered = [] {
   register_lowp<s::Int8AvxVnni_6x32<Avx2>, Avx2>("kernel/linear_int8/avx_vnni_6x32");
 #endif
   register_lowp<s::Int8Avx2Maddubs_4x32<Avx2>, Avx2>("kernel/linear_int8/avx2_maddubs_4x32");
-  if constexpr (!std::is_same_v<A, Avx2>) register_lowp<s::Bf16Widen<Avx2>, Avx2>("kernel/linear_bf16/avx2_widen_4x32");
+  if constexpr (!std::is_same_v<A, Avx2>) register_lowp<s::Bf16Widen<Avx2>, Avx2>(widen_name<Avx2>().c_str());
   benchmark::RegisterBenchmark("kernel/linear_fp32/avx2", BM_Linear<lemevit::Kernels<lemevit::backend::Simd<Avx2>>>)
       ->Apply(lowp_shapes);
 #endif

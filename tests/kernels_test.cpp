@@ -530,9 +530,10 @@ int compare_lowp_kernels(const std::vector<float>& x, const LinearShape& sh, con
     using Avx2 = xsimd::fma3<xsimd::avx2>;
     const auto generic = lowp_gelu_linear<s::Int8Generic_4x32<Avx2>, Avx2>(x, sh, w, b);
     same_as(lowp_gelu_linear<s::Int8Avx2Maddubs_4x32<Avx2>, Avx2>(x, sh, w, b), generic, "avx2_maddubs");
-    if (bf16 && !std::is_same_v<Arch, Avx2>)  // the AVX2 backend's bf16 in an AVX-512 build
-      same_as(lowp_gelu_linear<s::Bf16Widen<Avx2>, Avx2>(x, sh, w, b),
-              lowp_gelu_linear<s::Bf16Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx2_widen");
+    if constexpr (!std::is_same_v<Arch, Avx2>)  // the AVX2 backend's bf16 in an AVX-512 build
+      if (bf16)
+        same_as(lowp_gelu_linear<s::Bf16Widen<Avx2>, Avx2>(x, sh, w, b),
+                lowp_gelu_linear<s::Bf16Generic_4x32<Avx2>, Avx2>(x, sh, w, b), "avx2_widen");
 #if defined(__AVXVNNI__)
     same_as(lowp_gelu_linear<s::Int8AvxVnni_6x32<Avx2>, Avx2>(x, sh, w, b), generic, "avx_vnni");
 #endif

@@ -104,17 +104,10 @@ struct Bf16Widen {
   struct RowParams {};
   static RowParams row_params(const float*, int) { return {}; }
 
-  // dst[i] = x[i] rounded to bf16 (to_bf16, nearest even, NaN kept quiet), as a float.
-  // xsimd::isnan, not v != v: xsimd 8.1's != is an ordered compare, false for NaN.
+  // dst[i] = x[i] rounded to bf16 (to_bf16: nearest even, NaN kept quiet), as a float.
   static void convert(const float* x, int n, const RowParams&, Elem* dst) {
-    const I mask(std::int32_t(0xffff0000u)), quiet(0x00400000), half(0x7fff), one(1);
     int i = 0;
-    for (; i + L <= n; i += L) {
-      const B v = load<Arch>(x + i);
-      const I u = bits_of<Arch>(v);
-      const B rounded = from_bits<Arch>((u + half + ((u >> 16) & one)) & mask);
-      store<Arch>(dst + i, xsimd::select(xsimd::isnan(v), from_bits<Arch>((u | quiet) & mask), rounded));
-    }
+    for (; i + L <= n; i += L) store<Arch>(dst + i, round_to_bf16<Arch>(load<Arch>(x + i)));
     for (; i < n; ++i) dst[i] = from_bf16(to_bf16(x[i]));
     if (n % 2) dst[n] = 0.0f;
   }

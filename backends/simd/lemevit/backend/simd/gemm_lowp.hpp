@@ -78,6 +78,17 @@ inline float from_bf16(std::uint16_t b) {
   return f;
 }
 
+// from_bf16(to_bf16(x)) lane-wise: x rounded to bf16, kept as a float.
+// xsimd::isnan, not v != v: xsimd 8.1's != is an ordered compare, false for NaN.
+template <class Arch>
+inline Batch<Arch> round_to_bf16(const Batch<Arch>& v) {
+  using I = IntBatch<Arch>;
+  const I mask(std::int32_t(0xffff0000u)), quiet(0x00400000), half(0x7fff), one(1);
+  const I u = bits_of<Arch>(v);
+  const Batch<Arch> rounded = from_bits<Arch>((u + half + ((u >> 16) & one)) & mask);
+  return xsimd::select(xsimd::isnan(v), from_bits<Arch>((u | quiet) & mask), rounded);
+}
+
 // Dynamic quantisation of one activation row (see the top of the file).
 struct RowQuant {
   float scale = 1.0f, inv = 1.0f;
