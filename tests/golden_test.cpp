@@ -29,9 +29,28 @@ void golden(const std::string& name) {
 using backend::Default;
 }  // namespace
 
-// Cross builds (run under qemu) compile the small cases alone
-// (LEMEVIT_TEST_SMALL_ONLY): each official variant is a model type of its own
-// and these cases are most of this file's compile time.
+TEST_CASE("a custom configuration with D2, head_dim 16 and 8 meta tokens", "[golden][small]") {
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small_headdim");
+}
+
+TEST_CASE("the Reference backend matches PyTorch too", "[golden][small]") {
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Reference>>("custom_small");
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Reference>>("custom_small_headdim");
+}
+
+TEST_CASE("the Eigen backend matches PyTorch too", "[golden][small]") {
+  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Eigen>>("custom_small");
+}
+
+TEST_CASE("backbone features of every stage match PyTorch", "[golden][features][small]") {
+  test_support::golden_features<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
+}
+
+// The official variants. Cross builds (run under qemu) leave them out
+// (LEMEVIT_TEST_SMALL_ONLY): each variant is a model type of its own, these
+// cases are most of this file's compile time, and under qemu the Eigen one
+// alone took 42 s.
 #ifndef LEMEVIT_TEST_SMALL_ONLY
 TEST_CASE("every official variant matches PyTorch at 224", "[golden]") {
   golden<Model<variants::Tiny, Input<224, 224>, Classes<1000>, Default>>("tiny_224");
@@ -58,28 +77,6 @@ TEST_CASE("non-224 input, 4-class head, batch 3, whole-module pickle", "[golden]
   golden<Model<variants::SmallV2, Input<160, 160>, Classes<Dynamic>, Default>>("small_v2_160_c4");
 }
 
-#endif
-
-TEST_CASE("a custom configuration with D2, head_dim 16 and 8 meta tokens", "[golden][small]") {
-  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
-  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small_headdim");
-}
-
-TEST_CASE("the Reference backend matches PyTorch too", "[golden][small]") {
-  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Reference>>("custom_small");
-  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Reference>>("custom_small_headdim");
-}
-
-TEST_CASE("the Eigen backend matches PyTorch too", "[golden][small]") {
-  golden<Model<kCustomSmall, Input<96, 64>, Classes<7>, backend::Eigen>>("custom_small");
-}
-
-TEST_CASE("backbone features of every stage match PyTorch", "[golden][features][small]") {
-  test_support::golden_features<Model<kCustomSmall, Input<96, 64>, Classes<7>, Default>>("custom_small");
-}
-
-#ifndef LEMEVIT_TEST_SMALL_ONLY
-// (Under qemu this case alone took 42 s.)
 TEST_CASE("the Eigen backend matches PyTorch on LeMeViT-Tiny", "[golden]") {
   golden<Model<variants::Tiny, Input<224, 224>, Classes<1000>, backend::Eigen>>("tiny_224");
 }
