@@ -57,6 +57,8 @@ std::unique_ptr<lemevit::AnyModel> load_model(const std::string& path, lemevit::
   // Asked for speed, a portable low precision gives the opposite: say so.
   if (const std::string note = lemevit::portable_precision_note(precision, model->gemm_path()); !note.empty())
     std::cerr << "warning: " << note << "\n";
+  if (const std::string note = lemevit::widened_precision_note(precision, model->gemm_path()); !note.empty())
+    std::cerr << "note: " << note << "\n";
   return model;
 }
 

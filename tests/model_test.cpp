@@ -303,8 +303,12 @@ TEST_CASE("a file of another architecture is refused with the differences", "[mo
 }
 
 #if !defined(LEMEVIT_NO_SIMD)
-TEST_CASE("a low precision on portable loops comes with a note saying it is slower", "[model][cpu]") {
+TEST_CASE("a low precision on portable loops, or bf16 widened to fp32, comes with a note on its speed", "[model][cpu]") {
   CHECK(portable_precision_note(Precision::Fp32, "fallback").empty());
+  for (const char* path : {"avx512_bf16", "neon_bfmmla", "fallback", "avx2", "_widen_not"})
+    CHECK(widened_precision_note(Precision::Bf16, path).empty());
+  CHECK(widened_precision_note(Precision::Fp32, "avx2_widen").empty());
+  CHECK(!widened_precision_note(Precision::Bf16, "neon_widen").empty());
   CHECK(portable_precision_note(Precision::Bf16, "avx512_bf16").empty());
   CHECK(portable_precision_note(Precision::Int8, "neon_i8mm").empty());
   for (const Precision p : {Precision::Bf16, Precision::Int8}) {
@@ -317,6 +321,10 @@ TEST_CASE("a low precision on portable loops comes with a note saying it is slow
   using Avx2Bf16 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Bf16>>;
   CHECK(std::string(Avx2Bf16::gemm_path()) == "avx2_widen");
   CHECK(portable_precision_note(Precision::Bf16, Avx2Bf16::gemm_path()).empty());
+  // ... which is the same speed as fp32 at best: that note instead.
+  CHECK_THAT(widened_precision_note(Precision::Bf16, Avx2Bf16::gemm_path()),
+             Catch::StartsWith("bf16 has no instruction") && Catch::Contains("(avx2_widen)") &&
+                 Catch::Contains("not faster") && Catch::Contains("-Dcpu=native"));
   // Its int8 has instructions: AVX-VNNI where the build targets it, else VPMADDUBSW, never the portable loops.
   using Avx2Int8 = Kernels<backend::Simd<xsimd::fma3<xsimd::avx2>, Precision::Int8>>;
 #if defined(__AVXVNNI__)

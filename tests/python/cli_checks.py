@@ -408,6 +408,8 @@ class Cli(unittest.TestCase):
             self.assertIn(result["path"], fast + ("fallback",))
             # A portable low precision runs slower than fp32: the tool warns then, and only then.
             self.assertEqual("slower than fp32" in p.stderr, result["path"] == "fallback", p.stderr)
+            # bf16 widened to fp32 FMAs is no faster than fp32: a note says so, for that path only.
+            self.assertEqual("widened to fp32" in p.stderr, result["path"].endswith("_widen"), p.stderr)
             self.assertIn("%s (%s" % (precision, result["path"]), p.stdout)
             if result["attention_path"] not in ("fp32", result["path"]):
                 self.assertIn("%s (%s, attention %s)" % (precision, result["path"], result["attention_path"]), p.stdout)
