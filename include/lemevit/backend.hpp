@@ -97,6 +97,7 @@ inline std::string portable_precision_note(Precision p, std::string_view gemm_pa
 // numbers, at about fp32's speed, not faster. The note to show a user who
 // asked for bf16 (for speed, as a rule) then; "" otherwise.
 inline std::string widened_precision_note(Precision p, std::string_view gemm_path) {
+  // No string_view::ends_with: nvcc compiles this header as C++17 (backends/cuda).
   constexpr std::string_view suffix = "_widen";
   if (p != Precision::Bf16 || gemm_path.size() < suffix.size() ||
       gemm_path.substr(gemm_path.size() - suffix.size()) != suffix)
