@@ -38,9 +38,8 @@ constexpr const char* kHelp =
     "                projections, attention, MLP, pooling/head): time, share, GFLOP/s and\n"
     "                % of this machine's FMA peak (measured now), then the same by stage;\n"
     "                passes that run side by side are timed so, each thread its own\n"
-    "                (times averaged over the threads);\n"
-    "                the plain timing above\n"
-    "                runs without any profiling code\n"
+    "                (times averaged over the threads); the plain timing above runs\n"
+    "                without any profiling code\n"
     "  --json        also write the result as JSON to FILE, or to stdout with '-'\n";
 
 // The FMA peak (bench/fma_peak.hpp's register-only loop) on `threads`

@@ -54,7 +54,7 @@ inline lemevit::Precision precision(const Args& args, const std::string& flag = 
 inline constexpr const char* kPrecisionHelp =
     "  --precision  fp32 (default), bf16 or int8: the arithmetic of the matrix products\n"
     "               (LayerNorm, softmax, GELU and residuals stay fp32; attention's two\n"
-    "               products run in bf16 where the CPU has AVX512_BF16)\n";
+    "               products run in bf16 where the CPU has AVX512_BF16 or ARM's BF16)\n";
 
 // The model of --weights (or `path`) on --device in precision p (default
 // --precision) with --dca-scale applied.
