@@ -477,6 +477,31 @@ TEST_CASE("int8 weights without a valid per-row scale are refused by name", "[er
   }
 }
 
+TEST_CASE("BatchNorm statistics that do not fold to finite values are refused", "[errors]") {
+  {  // a negative variance: sqrt gives NaN (found by the fuzzer, an int8 model quantising it)
+    St st = fixture_st();
+    st.floats("downsample_layers.0.1.running_var")[2] = -0.5f;
+    const std::string path = st.write("bn_negvar.safetensors");
+    CHECK_THAT(load_error(path), Contains(path) && Contains("BatchNorm 'downsample_layers.0.1'") &&
+                                     Contains("at channel 2") &&
+                                     Contains("running_var is -0.500000: a variance cannot be negative"));
+  }
+  {  // the head's BatchNorm, folded into a scale and a shift
+    St st = fixture_st();
+    st.floats("norm.running_var")[0] = -1.0f;
+    CHECK_THAT(load_error(st.write("norm_negvar.safetensors")),
+               Contains("BatchNorm 'norm'") && Contains("at channel 0") && Contains("cannot be negative"));
+  }
+  {  // finite statistics whose fold overflows: 3e38 / sqrt(0 + 1e-5)
+    St st = fixture_st();
+    st.floats("downsample_layers.2.1.weight")[1] = 3e38f;
+    st.floats("downsample_layers.2.1.running_var")[1] = 0.0f;
+    CHECK_THAT(load_error(st.write("bn_overflow.safetensors")),
+               Contains("BatchNorm 'downsample_layers.2.1'") && Contains("at channel 1") &&
+                   Contains("overflow float"));
+  }
+}
+
 TEST_CASE("NaN and Inf weights are refused with the tensor and index", "[errors]") {
   {
     St st = fixture_st();

@@ -279,6 +279,7 @@ class Model {
     for (int c = 0; c < last_dim; ++c) {
       scale[c] = g[c] / std::sqrt(var[c] + 1e-5f);
       shift[c] = beta[c] - mean[c] * scale[c];
+      layers::check_folded_batch_norm(w, "norm", c, var[c], &scale[c], 1, shift[c]);
     }
     norm_scale_ = Kernels<B>::make_params(scale.data(), last_dim);
     norm_shift_ = Kernels<B>::make_params(shift.data(), last_dim);

@@ -6,7 +6,8 @@
 tests/fuzz/corpus/safetensors: complete files of the fuzz model type
   (tests/fuzz/targets.hpp: depths 1,1,1,1, dims 8,8,8,8, kinds C,D2,D,S,
   mlp_ratio 1, head_dim 8, 1 meta token, 16x16 input, 3 classes) written by
-  tools/convert.py's writer in f32/f16/bf16, with and without metadata, with
+  tools/convert.py's writer in f32/f16/bf16 and int8 (`--dtype int8`: int8
+  weights with their scales), with and without metadata, with
   preprocessing and class-name metadata, and with another class count, plus
   the head of custom_small.safetensors.
 tests/fuzz/corpus/npy: small float32 arrays in .npy 1.0/2.0/3.0 and a few
@@ -68,6 +69,14 @@ def safetensors_seeds(fixtures):
         for tag, dtype, m in forms:
             path = os.path.join(d, "fuzz_c%d_%s.safetensors" % (classes, tag))
             convert.write_safetensors(path, {k: v.to(dtype) for k, v in sd.items()}, m)
+        if classes == 3:  # an int8 file, as `convert.py --dtype int8` writes it
+            q = {}
+            for k, v in sd.items():
+                if convert.is_int8_weight(k, v):
+                    q[k], q[k + convert.INT8_SCALE_SUFFIX] = convert.quantize_int8(v)
+                else:
+                    q[k] = v.to(torch.float32)
+            convert.write_safetensors(os.path.join(d, "fuzz_c3_int8.safetensors"), q, meta)
     # The golden custom configuration: its header and the start of its data
     # (the loader reaches the binding of its names and stops at the end).
     src = os.path.join(fixtures, "custom_small.safetensors")

@@ -83,6 +83,11 @@ inline constexpr lemevit::ArchSpec kFuzzArch = lemevit::arch<4>(
     {lemevit::Kind::C, lemevit::Kind::D2, lemevit::Kind::D, lemevit::Kind::S}, 1, 8, 1);
 using FuzzNet = lemevit::Model<kFuzzArch, lemevit::Input<16, 16>, lemevit::Classes<3>>;
 using FuzzNetDynamic = lemevit::Model<kFuzzArch, lemevit::Input<16, 16>, lemevit::Classes<lemevit::Dynamic>>;
+// The low precisions convert the weights at load (bf16 rounding, int8
+// quantisation per row) and bind an int8 file's q and scales as they are.
+template <lemevit::Precision P>
+using FuzzNetLowp = lemevit::Model<kFuzzArch, lemevit::Input<16, 16>, lemevit::Classes<3>,
+                                   lemevit::backend::Simd<xsimd::default_arch, P>>;
 // The custom configuration of the golden tests (custom_small.safetensors).
 inline constexpr lemevit::ArchSpec kCustomSmall = lemevit::arch<5>(
     {1, 1, 1, 1, 1}, {32, 32, 64, 96, 128},
@@ -157,6 +162,14 @@ inline int safetensors_one(const std::uint8_t* data, std::size_t size) {
   }
   try {
     run_once(FuzzNetDynamic::load(path));
+  } catch (const lemevit::Error&) {
+  }
+  try {
+    run_once(FuzzNetLowp<lemevit::Precision::Bf16>::load(path));
+  } catch (const lemevit::Error&) {
+  }
+  try {
+    run_once(FuzzNetLowp<lemevit::Precision::Int8>::load(path));
   } catch (const lemevit::Error&) {
   }
   try {
