@@ -777,6 +777,26 @@ def validate(sd, arch):
                            % (arch_summary(arch), "; ".join(problems[:6]), more))
 
 
+def check_values(sd):
+    """Refuse the values the library would refuse at load, here and with the
+    same words: NaN/Inf anywhere (a diverged training run), and a negative
+    BatchNorm running_var (its fold gives NaN weights)."""
+    problems = []
+    for k, t in sd.items():
+        flat = t.detach().reshape(-1)
+        bad = (~torch.isfinite(flat)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            problems.append("%s contains %s at flat index %d" % (k, "NaN" if flat[i] != flat[i] else "Inf", i))
+        elif k.endswith("running_var") and bool((flat < 0).any()):
+            i = int((flat < 0).nonzero()[0])
+            problems.append("%s is %g at index %d: a variance cannot be negative" % (k, float(flat[i]), i))
+    if problems:
+        more = "" if len(problems) <= 6 else "; ... and %d more" % (len(problems) - 6)
+        raise ConvertError("the checkpoint holds values a model cannot run with (a diverged or corrupt "
+                           "training run?): %s%s" % ("; ".join(problems[:6]), more))
+
+
 def variant_name(arch):
     for name, v in VARIANTS.items():
         if all(list(v[f]) == list(arch[f]) if isinstance(v[f], (tuple, list)) else v[f] == arch[f]
@@ -809,6 +829,7 @@ def make_metadata(arch, dca_scale, source):
 
 
 _OUT_DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+_DTYPE_NAMES = {v: k for k, v in _OUT_DTYPES.items()}
 
 # --dtype int8: the Linear layers' weights (every 2-D .weight but the
 # classifier's head.weight, which the library runs in fp32 in every precision)
@@ -864,6 +885,7 @@ def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"
     sd = drop_bookkeeping(sd)
     arch = infer_arch(sd, head_dim=head_dim)
     validate(sd, arch)
+    check_values(sd)
     out = collections.OrderedDict()
     for k, v in sd.items():
         if dtype == "int8":
@@ -875,6 +897,10 @@ def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"
             v = v.to(_OUT_DTYPES[dtype])
         elif v.dtype == torch.float64:
             v = v.to(torch.float32)  # the library reads F32/F16/BF16 (and int8 + scales)
+        if not bool(torch.isfinite(v).all()):
+            raise ConvertError("%s overflows %s: its largest magnitude is %g%s" % (
+                k, _DTYPE_NAMES.get(v.dtype, v.dtype), float(sd[k].abs().max()),
+                " (f16 holds up to 65504: choose --dtype f32 or bf16)" if v.dtype == torch.float16 else ""))
         out[k] = v.contiguous()
     meta = make_metadata(arch, dca_scale, "%s (%s)" % (os.path.basename(src), form))
     if os.path.abspath(dst) == os.path.abspath(src):

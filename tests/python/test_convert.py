@@ -347,6 +347,32 @@ class TestErrors(ConvertTestCase):
         sd["stages.1.1.attn.proj.bias"] = torch.zeros(32)
         self.assertIn("mixes attention kinds", self.bad(sd))
 
+    def test_values_the_library_would_refuse(self):
+        sd = dict(self.sd)
+        sd["stages.3.0.mlp.0.weight"] = self.sd["stages.3.0.mlp.0.weight"].clone()
+        sd["stages.3.0.mlp.0.weight"][1, 2] = float("nan")
+        w = sd["stages.3.0.mlp.0.weight"]
+        msg = self.bad(sd)
+        self.assertIn("values a model cannot run with", msg)
+        self.assertIn("stages.3.0.mlp.0.weight contains NaN at flat index %d" % (w.shape[1] + 2), msg)
+        sd = dict(self.sd, **{"head.bias": self.sd["head.bias"].clone()})
+        sd["head.bias"][3] = float("-inf")
+        self.assertIn("head.bias contains Inf at flat index 3", self.bad(sd))
+        sd = dict(self.sd, **{"norm.running_var": self.sd["norm.running_var"].clone()})
+        sd["norm.running_var"][4] = -0.25
+        self.assertIn("norm.running_var is -0.25 at index 4: a variance cannot be negative", self.bad(sd))
+
+    def test_dtype_overflow(self):
+        sd = dict(self.sd, **{"head.weight": self.sd["head.weight"].clone()})
+        sd["head.weight"][0, 0] = 1e5  # beyond f16's 65504
+        msg = self.bad(sd, "--dtype", "f16")
+        self.assertIn("head.weight overflows f16: its largest magnitude is 100000", msg)
+        self.assertIn("choose --dtype f32 or bf16", msg)
+        src = self.path("ok.pth")
+        torch.save(sd, src)
+        got, _, _ = self.convert_ok(src, "--head-dim", "16", "--dtype", "bf16")
+        self.assertEqual(float(got["head.weight"][0, 0]), 99840.0)  # bf16's nearest
+
     def test_not_lemevit(self):
         self.assertIn("meta_tokens", self.bad({"conv.weight": torch.zeros(3, 3)}))
 
