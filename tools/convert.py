@@ -778,9 +778,9 @@ def validate(sd, arch):
 
 
 def check_values(sd):
-    """Refuse the values the library would refuse at load, here and with the
-    same words: NaN/Inf anywhere (a diverged training run), and a negative
-    BatchNorm running_var (its fold gives NaN weights)."""
+    """Refuse here the values the library would refuse at load: NaN/Inf
+    anywhere (a diverged training run), and a negative BatchNorm running_var
+    (its fold gives NaN weights)."""
     problems = []
     for k, t in sd.items():
         flat = t.detach().reshape(-1)
@@ -876,16 +876,8 @@ def dequantize_int8(q, s):
     return (q.to(torch.float32) * s[:, None]).contiguous()
 
 
-def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"):
-    """Whole conversion; returns (arch, metadata, tensors).  Raises ConvertError."""
-    sd, form = load_checkpoint(src, ema=ema)
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            raise ConvertError("state dict entry %s is not a tensor" % k)
-    sd = drop_bookkeeping(sd)
-    arch = infer_arch(sd, head_dim=head_dim)
-    validate(sd, arch)
-    check_values(sd)
+def convert_tensors(sd, dtype):
+    """The tensors as the output file stores them in --dtype `dtype`."""
     out = collections.OrderedDict()
     for k, v in sd.items():
         if dtype == "int8":
@@ -902,6 +894,20 @@ def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"
                 k, _DTYPE_NAMES.get(v.dtype, v.dtype), float(sd[k].abs().max()),
                 " (f16 holds up to 65504: choose --dtype f32 or bf16)" if v.dtype == torch.float16 else ""))
         out[k] = v.contiguous()
+    return out
+
+
+def convert(src, dst, ema=False, dca_scale="official", head_dim=32, dtype="keep"):
+    """Whole conversion; returns (arch, metadata, tensors).  Raises ConvertError."""
+    sd, form = load_checkpoint(src, ema=ema)
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            raise ConvertError("state dict entry %s is not a tensor" % k)
+    sd = drop_bookkeeping(sd)
+    arch = infer_arch(sd, head_dim=head_dim)
+    validate(sd, arch)
+    check_values(sd)
+    out = convert_tensors(sd, dtype)
     meta = make_metadata(arch, dca_scale, "%s (%s)" % (os.path.basename(src), form))
     if os.path.abspath(dst) == os.path.abspath(src):
         raise ConvertError("output would overwrite the input %s" % src)

@@ -271,16 +271,8 @@ class Model {
       meta0_ = Kernels<B>::make_params(host.data(), n);
     }
     // Final BatchNorm, applied after pooling (it is affine per channel).
-    auto g = w.floats("norm.weight", {last_dim});
-    auto beta = w.floats("norm.bias", {last_dim});
-    auto mean = w.floats("norm.running_mean", {last_dim});
-    auto var = w.floats("norm.running_var", {last_dim});
-    std::vector<float> scale(last_dim), shift(last_dim);
-    for (int c = 0; c < last_dim; ++c) {
-      scale[c] = g[c] / std::sqrt(var[c] + 1e-5f);
-      shift[c] = beta[c] - mean[c] * scale[c];
-      layers::check_folded_batch_norm(w, "norm", c, var[c], &scale[c], 1, shift[c]);
-    }
+    std::vector<float> scale(last_dim, 1.0f), shift(last_dim, 0.0f);
+    layers::fold_batch_norm(w, "norm", last_dim, scale.data(), 1, shift.data());
     norm_scale_ = Kernels<B>::make_params(scale.data(), last_dim);
     norm_shift_ = Kernels<B>::make_params(shift.data(), last_dim);
     norm_c_.load(w, "norm_c");

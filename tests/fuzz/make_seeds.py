@@ -70,13 +70,8 @@ def safetensors_seeds(fixtures):
             path = os.path.join(d, "fuzz_c%d_%s.safetensors" % (classes, tag))
             convert.write_safetensors(path, {k: v.to(dtype) for k, v in sd.items()}, m)
         if classes == 3:  # an int8 file, as `convert.py --dtype int8` writes it
-            q = {}
-            for k, v in sd.items():
-                if convert.is_int8_weight(k, v):
-                    q[k], q[k + convert.INT8_SCALE_SUFFIX] = convert.quantize_int8(v)
-                else:
-                    q[k] = v.to(torch.float32)
-            convert.write_safetensors(os.path.join(d, "fuzz_c3_int8.safetensors"), q, meta)
+            convert.write_safetensors(os.path.join(d, "fuzz_c3_int8.safetensors"),
+                                      convert.convert_tensors(sd, "int8"), meta)
     # The golden custom configuration: its header and the start of its data
     # (the loader reaches the binding of its names and stops at the end).
     src = os.path.join(fixtures, "custom_small.safetensors")

@@ -95,8 +95,9 @@ inline constexpr lemevit::ArchSpec kCustomSmall = lemevit::arch<5>(
 using CustomSmall = lemevit::Model<kCustomSmall, lemevit::Input<96, 64>, lemevit::Classes<7>>;
 using Known = lemevit::Registry<FuzzNet, CustomSmall>;
 
+// One forward pass on a fixed input; its logits.
 template <class Net>
-void run_once(const Net& net) {
+std::vector<float> run_once(const Net& net) {
   static const std::vector<float> x = [] {
     std::vector<float> v(std::size_t(Net::channels) * Net::height * Net::width);
     for (std::size_t i = 0; i < v.size(); ++i) v[i] = float(int(i * 37 % 101) - 50) / 25.0f;
@@ -105,6 +106,7 @@ void run_once(const Net& net) {
   auto ws = net.make_workspace(1);
   std::vector<float> logits(std::size_t(net.num_classes()));
   net.forward(x.data(), 1, logits.data(), ws);
+  return logits;
 }
 
 // Every tensor the reader reports must be exactly the bytes its data_offsets

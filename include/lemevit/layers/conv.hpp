@@ -45,22 +45,11 @@ class ConditionalPositionEncoding {
   typename Kernels<B>::Params weight_, bias_;
 };
 
-// A BatchNorm whose statistics make its fold non-finite (a negative
-// running_var, or finite values whose product overflows) would give NaN
-// logits in fp32 and undefined int8 quantisation: refused at load instead.
-inline void check_folded_batch_norm(const WeightLoader& w, const std::string& bn, int c, float var,
-                                    const float* weight, int n, float bias) {
-  bool finite = std::isfinite(bias);
-  for (int i = 0; i < n; ++i) finite = finite && std::isfinite(weight[i]);
-  if (finite) return;
-  throw Error(w.source() + ": BatchNorm '" + bn + "' does not fold to finite values at channel " +
-              std::to_string(c) +
-              (var + 1e-5f < 0.0f ? " (" + bn + ".running_var is " + std::to_string(var) +
-                                        ": a variance cannot be negative)"
-                                  : " (its scale, weight and statistics overflow float)"));
-}
-
-// Folds eval-mode BatchNorm (running statistics) into the preceding conv.
+// Folds eval-mode BatchNorm (running statistics) into the preceding conv,
+// or into an identity (weight 1, bias 0: the final norm's scale and shift).
+// A fold that is not finite (a negative running_var, or finite values whose
+// product overflows) would give NaN logits in fp32 and undefined int8
+// quantisation: refused at load instead.
 inline void fold_batch_norm(WeightLoader& w, const std::string& bn, int channels, float* weight,
                             int per_channel, float* bias) {
   auto g = w.floats(bn + ".weight", {channels});
@@ -68,10 +57,17 @@ inline void fold_batch_norm(WeightLoader& w, const std::string& bn, int channels
   auto mean = w.floats(bn + ".running_mean", {channels});
   auto var = w.floats(bn + ".running_var", {channels});
   for (int c = 0; c < channels; ++c) {
-    const float s = g[c] / std::sqrt(var[c] + 1e-5f);
-    for (int i = 0; i < per_channel; ++i) weight[c * per_channel + i] *= s;
+    const float v = var[c] + 1e-5f;  // nn.BatchNorm's default eps
+    const float s = g[c] / std::sqrt(v);
+    bool finite = true;
+    for (int i = 0; i < per_channel; ++i) finite &= std::isfinite(weight[c * per_channel + i] *= s);
     bias[c] = (bias[c] - mean[c]) * s + beta[c];
-    check_folded_batch_norm(w, bn, c, var[c], weight + c * per_channel, per_channel, bias[c]);
+    if (!finite || !std::isfinite(bias[c]))
+      throw Error(w.source() + ": BatchNorm '" + bn + "' does not fold to finite values at channel " +
+                  std::to_string(c) +
+                  (v < 0.0f ? " (" + bn + ".running_var is " + std::to_string(var[c]) +
+                                  ": a variance cannot be negative)"
+                            : " (its scale, weight and statistics overflow float)"));
   }
 }
 
